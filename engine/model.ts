@@ -1,0 +1,323 @@
+// The Mamba-2 language model on WebGPU, in two modes:
+//   scan:      the recurrent SSD, as the model really runs (memory O(T));
+//   attention: each layer's implicit attention matrix M materialised, so that chosen
+//              edges (row, col) can be knocked out before it is applied.
+// Shapes: B prompts, right-padded to T; N = B*T rows; D = d_model; H = nheads; P = headdim.
+import type { ModelConfig } from "./config.ts";
+import type { Checkpoint } from "./checkpoint/mod.ts";
+import { type Gpu, readBuffer, Recorder, storageBuffer, uploadBuffer } from "./gpu.ts";
+import { destroyWeight, Ops, type SsdShape, uploadWeight, type Weight } from "./ops.ts";
+
+export type Mode = "scan" | "attention";
+/** layer -> edges (row, col), col <= row, knocked out in every head of that layer */
+export type Knockout = Map<number, [number, number][]>;
+
+export interface ForwardOptions {
+  mode: Mode;
+  /** per prompt (same order as the prompts), attention mode only */
+  knockouts?: (Knockout | undefined)[];
+  /** logits at every position (T * vocabPadded per prompt) instead of the last one */
+  allPositions?: boolean;
+  /** also return the residual stream after every layer (tests, analysis) */
+  captureResiduals?: boolean;
+}
+
+export interface ForwardResult {
+  /** per prompt: (vocabPadded) or (T, vocabPadded) f32 */
+  logits: Float32Array[];
+  /** per prompt, per layer: (T, d_model) residual stream after that layer */
+  residuals?: Float32Array[][];
+}
+
+export class InputError extends Error {
+  override name = "InputError";
+}
+
+const NORM_EPS = 1e-5;
+
+interface LayerWeights {
+  norm: GPUBuffer; // (D)
+  inProj: Weight; // (d_in_proj, D)
+  convWeight: GPUBuffer; // (conv_dim, d_conv)
+  convBias: GPUBuffer; // (conv_dim)
+  dtBias: GPUBuffer; // (H)
+  a: GPUBuffer; // (H) A = -exp(A_log)
+  d: GPUBuffer; // (H)
+  gatedNorm: GPUBuffer; // (d_inner)
+  outProj: Weight; // (D, d_inner)
+}
+
+export class Mamba2Model {
+  private constructor(
+    readonly gpu: Gpu,
+    readonly config: ModelConfig,
+    private readonly ops: Ops,
+    private readonly embedding: Weight,
+    private readonly lmHead: Weight,
+    private readonly layers: LayerWeights[],
+    private readonly normF: GPUBuffer,
+  ) {}
+
+  static async load(gpu: Gpu, ckpt: Checkpoint, opts: { dtype?: "f32" } = {}): Promise<Mamba2Model> {
+    void opts;
+    const cfg = ckpt.config;
+    const ops = await Ops.create(gpu);
+    const read = (name: string) => ckpt.readF32(name);
+    const vec = async (name: string) => uploadBuffer(gpu, await read(name), name);
+    const mat = async (name: string, rows: number, cols: number) => uploadWeight(gpu, await read(name), rows, cols, name);
+
+    const embedding = await mat("backbone.embedding.weight", cfg.vocabPadded, cfg.dModel);
+    const lmHead = cfg.tieEmbeddings || !ckpt.has("lm_head.weight")
+      ? embedding
+      : await mat("lm_head.weight", cfg.vocabPadded, cfg.dModel);
+    const layers: LayerWeights[] = [];
+    for (let i = 0; i < cfg.nLayer; i++) {
+      const pre = `backbone.layers.${i}`;
+      // A = -exp(A_log), formed in float64 on the host and rounded once
+      const aLog = await read(`${pre}.mixer.A_log`);
+      const a = Float32Array.from(aLog, (v) => -Math.exp(v));
+      layers.push({
+        norm: await vec(`${pre}.norm.weight`),
+        inProj: await mat(`${pre}.mixer.in_proj.weight`, cfg.dInProj, cfg.dModel),
+        convWeight: await vec(`${pre}.mixer.conv1d.weight`),
+        convBias: await vec(`${pre}.mixer.conv1d.bias`),
+        dtBias: await vec(`${pre}.mixer.dt_bias`),
+        a: uploadBuffer(gpu, a, `${pre}.A`),
+        d: await vec(`${pre}.mixer.D`),
+        gatedNorm: await vec(`${pre}.mixer.norm.weight`),
+        outProj: await mat(`${pre}.mixer.out_proj.weight`, cfg.dModel, cfg.dInner),
+      });
+    }
+    const normF = await vec("backbone.norm_f.weight");
+    return new Mamba2Model(gpu, cfg, ops, embedding, lmHead, layers, normF);
+  }
+
+  destroy(): void {
+    destroyWeight(this.embedding);
+    if (this.lmHead !== this.embedding) destroyWeight(this.lmHead);
+    for (const l of this.layers) {
+      for (const b of [l.norm, l.convWeight, l.convBias, l.dtBias, l.a, l.d, l.gatedNorm]) b.destroy();
+      destroyWeight(l.inProj);
+      destroyWeight(l.outProj);
+    }
+    this.normF.destroy();
+  }
+
+  async forward(prompts: number[][], opts: ForwardOptions): Promise<Float32Array[]> {
+    return (await this.forwardDetailed(prompts, opts)).logits;
+  }
+
+  async forwardDetailed(prompts: number[][], opts: ForwardOptions): Promise<ForwardResult> {
+    this.validate(prompts, opts);
+    const logits: Float32Array[] = new Array(prompts.length);
+    const residuals: Float32Array[][] | undefined = opts.captureResiduals ? new Array(prompts.length) : undefined;
+    // Similar lengths together keep the padding small; results go back in the caller's order.
+    const order = prompts.map((_, i) => i).sort((x, y) => prompts[y].length - prompts[x].length);
+    for (let start = 0; start < order.length;) {
+      const seq = prompts[order[start]].length;
+      const count = Math.min(order.length - start, this.maxBatch(seq, opts));
+      const idx = order.slice(start, start + count);
+      const res = await this.forwardBatch(idx.map((i) => prompts[i]), idx.map((i) => opts.knockouts?.[i]), opts);
+      idx.forEach((i, k) => {
+        logits[i] = res.logits[k];
+        if (residuals) residuals[i] = res.residuals![k];
+      });
+      start += count;
+    }
+    return { logits, residuals };
+  }
+
+  /** How many prompts of padded length `seq` fit one pass within the adapter's binding size. */
+  private maxBatch(seq: number, opts: ForwardOptions): number {
+    const c = this.config;
+    const limit = this.gpu.maxBinding;
+    let perPrompt = seq * 4 * Math.max(c.dInProj, c.convDim);
+    if (opts.mode === "attention") perPrompt = Math.max(perPrompt, c.nheads * seq * seq * 4);
+    if (opts.captureResiduals) perPrompt = Math.max(perPrompt, c.nLayer * seq * c.dModel * 4);
+    const byBinding = Math.floor(limit / perPrompt);
+    if (byBinding < 1) {
+      throw new InputError(
+        `a prompt of ${seq} tokens is too long for ${opts.mode} mode on this adapter (largest binding ${limit} bytes)`,
+      );
+    }
+    // Bound the rows of one pass so activations stay a modest share of memory.
+    return Math.max(1, Math.min(byBinding, Math.floor(8192 / seq)));
+  }
+
+  private validate(prompts: number[][], opts: ForwardOptions) {
+    const c = this.config;
+    if (opts.mode !== "scan" && opts.mode !== "attention") throw new InputError(`unknown mode ${opts.mode}: use scan or attention`);
+    if (opts.knockouts?.some((k) => k && k.size > 0) && opts.mode !== "attention") {
+      throw new InputError("knockouts need attention mode (scan mode has no attention matrix to edit)");
+    }
+    if (opts.knockouts && opts.knockouts.length !== prompts.length) {
+      throw new InputError(`${opts.knockouts.length} knockout sets for ${prompts.length} prompts`);
+    }
+    prompts.forEach((ids, p) => {
+      if (ids.length === 0) throw new InputError(`prompt ${p} is empty: give at least one token`);
+      for (const id of ids) {
+        if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) {
+          throw new InputError(`prompt ${p}: token id ${id} is out of range (ids are integers in 0..${c.vocabSize - 1})`);
+        }
+      }
+      for (const [layer, edges] of opts.knockouts?.[p] ?? []) {
+        if (!Number.isInteger(layer) || layer < 0 || layer >= c.nLayer) {
+          throw new InputError(`knockout layer ${layer} does not exist (the model has layers 0..${c.nLayer - 1})`);
+        }
+        for (const [row, col] of edges) {
+          if (!Number.isInteger(row) || !Number.isInteger(col) || row < 0 || row >= ids.length || col < 0 || col > row) {
+            throw new InputError(
+              `knockout edge (${row}, ${col}) in layer ${layer} is invalid for a ${ids.length}-token prompt (need 0 <= col <= row < ${ids.length})`,
+            );
+          }
+        }
+      }
+    });
+  }
+
+  private async forwardBatch(prompts: number[][], knockouts: (Knockout | undefined)[], opts: ForwardOptions): Promise<ForwardResult> {
+    const c = this.config, gpu = this.gpu, ops = this.ops;
+    const B = prompts.length;
+    const T = Math.max(...prompts.map((p) => p.length));
+    const N = B * T;
+    const owned: GPUBuffer[] = [];
+    const buf = (bytes: number, label: string) => {
+      const b = storageBuffer(gpu, bytes, label);
+      owned.push(b);
+      return b;
+    };
+    const upload = (data: Uint32Array, label: string) => {
+      const b = uploadBuffer(gpu, data, label);
+      owned.push(b);
+      return b;
+    };
+
+    try {
+      // right padding: a causal model's position t never sees t' > t, so padding changes nothing
+      const ids = new Uint32Array(N);
+      prompts.forEach((p, b) => ids.set(p, b * T));
+      const idsBuf = upload(ids, "ids");
+      const lengths = upload(Uint32Array.from(prompts, (p) => p.length), "lengths");
+
+      const resid = buf(N * c.dModel * 4, "residual"); // (N, D)
+      const hidden = buf(N * c.dModel * 4, "hidden"); // (N, D)
+      const zxbcdt = buf(N * c.dInProj * 4, "zxbcdt"); // (N, d_in_proj): z | xBC | dt
+      const xbc = buf(N * c.convDim * 4, "xbc"); // (N, conv_dim): x | B | C after conv + SiLU
+      const dt = buf(N * c.nheads * 4, "dt"); // (N, H)
+      const y = buf(N * c.dInner * 4, "y"); // (N, d_inner)
+      const yNorm = buf(N * c.dInner * 4, "y_norm"); // (N, d_inner)
+      const attention = opts.mode === "attention";
+      const gram = attention ? buf(B * c.ngroups * T * T * 4, "gram") : null; // (B, G, T, T)
+      const mAttn = attention ? buf(B * c.nheads * T * T * 4, "attention") : null; // (B, H, T, T)
+      const captured = opts.captureResiduals ? buf(c.nLayer * N * c.dModel * 4, "captured") : null;
+
+      const shape: SsdShape = {
+        batch: B,
+        seq: T,
+        nheads: c.nheads,
+        headdim: c.headdim,
+        dState: c.dState,
+        ngroups: c.ngroups,
+        convDim: c.convDim,
+        dInner: c.dInner,
+      };
+      const rec = new Recorder(gpu);
+      ops.embed(rec, idsBuf, N, this.embedding, resid);
+      for (let l = 0; l < c.nLayer; l++) {
+        const w = this.layers[l];
+        // 1. hidden = RMSNorm(residual)
+        ops.rmsnorm(rec, resid, w.norm, hidden, N, c.dModel, NORM_EPS);
+        // 2. (z, xBC, dt) = in_proj(hidden)
+        ops.matmul(rec, hidden, w.inProj, zxbcdt, N);
+        // 3. xBC = SiLU(conv1d(xBC)), causal within each prompt
+        ops.conv1dSilu(rec, zxbcdt, w.convWeight, w.convBias, xbc, {
+          rows: N,
+          seq: T,
+          convDim: c.convDim,
+          dConv: c.dConv,
+          inStride: c.dInProj,
+          inOffset: c.dInner,
+        });
+        // 4. dt = softplus(dt + dt_bias)
+        ops.dtSoftplus(rec, zxbcdt, w.dtBias, dt, { rows: N, nheads: c.nheads, inStride: c.dInProj, inOffset: c.dInner + c.convDim });
+        // 5. y = SSD(x, dt, A, B, C) + D x
+        if (attention) {
+          ops.ssdGram(rec, xbc, gram!, shape);
+          ops.ssdAttentionMatrix(rec, gram!, dt, w.a, this.knockoutMask(l, knockouts, B, T, owned), mAttn!, shape);
+          ops.ssdAttentionApply(rec, mAttn!, xbc, dt, w.d, y, shape);
+        } else {
+          ops.ssdScan(rec, xbc, dt, w.a, w.d, lengths, y, shape);
+        }
+        // 6. y = RMSNorm(y * SiLU(z))
+        ops.gatedRmsnorm(rec, y, zxbcdt, w.gatedNorm, yNorm, { rows: N, dInner: c.dInner, ngroups: c.ngroups, zStride: c.dInProj, eps: NORM_EPS });
+        // 7. residual += out_proj(y)
+        ops.matmul(rec, yNorm, w.outProj, resid, N, { accumulate: true });
+        if (captured) rec.copy(resid, 0, captured, l * N * c.dModel * 4, N * c.dModel * 4);
+      }
+      rec.submit();
+
+      const logits = await this.readLogits(resid, prompts, T, opts.allPositions ?? false, owned);
+      let residuals: Float32Array[][] | undefined;
+      if (captured) {
+        const all = new Float32Array(await readBuffer(gpu, captured, c.nLayer * N * c.dModel * 4));
+        residuals = prompts.map((p, b) =>
+          Array.from({ length: c.nLayer }, (_, l) => all.slice((l * N + b * T) * c.dModel, (l * N + b * T + p.length) * c.dModel))
+        );
+      }
+      return { logits, residuals };
+    } finally {
+      await gpu.device.queue.onSubmittedWorkDone();
+      for (const b of owned) b.destroy();
+    }
+  }
+
+  /** (B, T, T) u32 mask of layer l's knocked-out edges, or null when the layer has none. */
+  private knockoutMask(l: number, knockouts: (Knockout | undefined)[], B: number, T: number, owned: GPUBuffer[]): GPUBuffer | null {
+    let mask: Uint32Array | null = null;
+    knockouts.forEach((k, b) => {
+      for (const [row, col] of k?.get(l) ?? []) {
+        mask ??= new Uint32Array(B * T * T);
+        mask[(b * T + row) * T + col] = 1;
+      }
+    });
+    if (!mask) return null;
+    const buf = uploadBuffer(this.gpu, mask, `mask${l}`);
+    owned.push(buf);
+    return buf;
+  }
+
+  /** norm_f and lm_head on the rows that are read (each prompt's last, or all real positions), in blocks that fit a binding. */
+  private async readLogits(resid: GPUBuffer, prompts: number[][], T: number, allPositions: boolean, owned: GPUBuffer[]): Promise<Float32Array[]> {
+    const c = this.config, gpu = this.gpu, V = c.vocabPadded;
+    const rows: number[] = [];
+    prompts.forEach((p, b) => {
+      if (allPositions) for (let t = 0; t < p.length; t++) rows.push(b * T + t);
+      else rows.push(b * T + p.length - 1);
+    });
+    const out = new Float32Array(rows.length * V);
+    const blockRows = Math.max(1, Math.min(rows.length, Math.floor(gpu.maxBinding / (V * 4))));
+    const rowIdx = storageBuffer(gpu, blockRows * 4, "row_index");
+    const picked = storageBuffer(gpu, blockRows * c.dModel * 4, "picked");
+    const normed = storageBuffer(gpu, blockRows * c.dModel * 4, "normed");
+    const logits = storageBuffer(gpu, blockRows * V * 4, "logits");
+    owned.push(rowIdx, picked, normed, logits);
+    for (let r0 = 0; r0 < rows.length; r0 += blockRows) {
+      const n = Math.min(blockRows, rows.length - r0);
+      gpu.device.queue.writeBuffer(rowIdx, 0, Uint32Array.from(rows.slice(r0, r0 + n)));
+      const rec = new Recorder(gpu);
+      this.ops.gatherRows(rec, rowIdx, resid, picked, n, c.dModel);
+      this.ops.rmsnorm(rec, picked, this.normF, normed, n, c.dModel, NORM_EPS);
+      this.ops.matmul(rec, normed, this.lmHead, logits, n);
+      rec.submit();
+      out.set(new Float32Array(await readBuffer(gpu, logits, n * V * 4)), r0 * V);
+    }
+    const result: Float32Array[] = [];
+    let r = 0;
+    for (const p of prompts) {
+      const n = allPositions ? p.length : 1;
+      result.push(out.slice(r * V, (r + n) * V));
+      r += n;
+    }
+    return result;
+  }
+}
