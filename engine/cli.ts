@@ -1,0 +1,18 @@
+// Command-line entry points: bad input ends in one line on stderr and a non-zero exit, never a stack trace.
+
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+export async function runMain(main: () => Promise<void>): Promise<void> {
+  try {
+    await main();
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    const msg = (err?.message ?? String(e)).split("\n")[0];
+    console.error(`error: ${msg}`);
+    if (Deno.env.get("MAMBA_EXPLAIN_DEBUG")) console.error(err?.stack);
+    // 2 for a malformed command line (node:util parseArgs codes too), 1 for everything else
+    Deno.exit(err instanceof UsageError || err?.code?.startsWith("ERR_PARSE_ARGS") ? 2 : 1);
+  }
+}

@@ -1,0 +1,79 @@
+// deno task infer --model M (--prompt "text" | --ids 1,2,3) [--mode scan|attention] [--block SPEC]... [--top K] [--json]
+// Runs one prompt through a Mamba-2 checkpoint and prints the next-token distribution.
+import { parseArgs } from "node:util";
+import { openCheckpoint } from "./checkpoint/mod.ts";
+import { createGpu } from "./gpu.ts";
+import { Mamba2Model } from "./model.ts";
+import { loadTokenizer } from "./tokenizer.ts";
+import { topK } from "./probs.ts";
+import { type BlockSpec, parseBlockSpec, resolveBlockSpecs } from "./blockspec.ts";
+import { runMain, UsageError } from "./cli.ts";
+
+const HELP = `usage: deno task infer --model M (--prompt "text" | --ids 1,2,3) [--mode scan|attention] [--block L:R>C]... [--top K] [--json]
+  --model   a local checkpoint directory (config.json + model.safetensors or pytorch_model.bin) or a Hugging Face id
+  --block   attention mode knockout: layers L (3, 3-5, 1,4,7), row R (index or last), columns C (same syntax, last allowed)`;
+
+async function main() {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      model: { type: "string" },
+      prompt: { type: "string" },
+      ids: { type: "string" },
+      mode: { type: "string", default: "scan" },
+      block: { type: "string", multiple: true, default: [] },
+      top: { type: "string", default: "10" },
+      json: { type: "boolean", default: false },
+      offline: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(HELP);
+    return;
+  }
+  if (!values.model) throw new UsageError("--model is required (a checkpoint directory or a Hugging Face id)");
+  if ((values.prompt === undefined) === (values.ids === undefined)) throw new UsageError("give exactly one of --prompt or --ids");
+  const mode = values.mode;
+  if (mode !== "scan" && mode !== "attention") throw new UsageError(`--mode ${mode}: use scan or attention`);
+  const k = Number(values.top);
+  if (!Number.isInteger(k) || k < 1) throw new UsageError(`--top ${values.top}: give a positive integer`);
+  const specs: BlockSpec[] = values.block!.map(parseBlockSpec);
+  if (specs.length && mode !== "attention") throw new UsageError("--block needs --mode attention (scan mode has no attention matrix to edit)");
+
+  const tokenizer = await loadTokenizer();
+  let ids: number[];
+  if (values.ids !== undefined) {
+    ids = values.ids.split(",").map((s) => {
+      if (!/^\s*\d+\s*$/.test(s)) throw new UsageError(`--ids: "${s}" is not a token id; give comma-separated integers`);
+      return Number(s);
+    });
+  } else {
+    ids = tokenizer.encode(values.prompt!);
+    if (ids.length === 0) throw new UsageError("--prompt is empty: give some text");
+  }
+
+  const ckpt = await openCheckpoint(values.model, { offline: values.offline });
+  const cfg = ckpt.config;
+  const knockout = specs.length ? resolveBlockSpecs(specs, ids.length, cfg.nLayer) : undefined;
+  const gpu = await createGpu();
+  const model = await Mamba2Model.load(gpu, ckpt);
+  ckpt.close();
+  const [logits] = await model.forward([ids], { mode, knockouts: knockout ? [knockout] : undefined });
+  const top = topK(logits, cfg.vocabSize, k).map((t) => ({ ...t, token: tokenizer.decode([t.id]) }));
+  const tokens = tokenizer.decodeEach(ids);
+
+  if (values.json) {
+    console.log(JSON.stringify({ ids, tokens, last_logits: Array.from(logits), top: top.map((t) => ({ id: t.id, token: t.token, prob: t.prob })) }));
+  } else {
+    console.log(`model ${values.model} (${cfg.nLayer} layers, d_model ${cfg.dModel}) on ${gpu.adapterInfo}, ${mode} mode` +
+      (knockout ? `, blocked: ${specs.map((s) => s.text).join(" ")}` : ""));
+    console.log(`tokens (${ids.length}): ${tokens.map((t, i) => `${i}:${JSON.stringify(t)}`).join(" ")}`);
+    console.log(`top ${k} next tokens:`);
+    for (const t of top) console.log(`  ${(t.prob * 100).toFixed(2).padStart(6)}%  ${String(t.id).padStart(6)}  ${JSON.stringify(t.token)}`);
+  }
+  model.destroy();
+}
+
+if (import.meta.main) await runMain(main);
