@@ -6,6 +6,7 @@
 import type { ModelConfig } from "./config.ts";
 import type { Checkpoint } from "./checkpoint/mod.ts";
 import { type Gpu, readBuffer, Recorder, storageBuffer, uploadBuffer } from "./gpu.ts";
+import type { TokenStats } from "./probs.ts";
 import { destroyWeight, Ops, type SsdShape, uploadWeight, type Weight } from "./ops.ts";
 
 export type Mode = "scan" | "attention";
@@ -20,11 +21,18 @@ export interface ForwardOptions {
   allPositions?: boolean;
   /** also return the residual stream after every layer (tests, analysis) */
   captureResiduals?: boolean;
+  /**
+   * per prompt, a target token id: instead of logits, only next-token statistics of the last
+   * position come back (computed on the GPU), in ForwardResult.stats
+   */
+  targets?: number[];
 }
 
 export interface ForwardResult {
-  /** per prompt: (vocabPadded) or (T, vocabPadded) f32 */
+  /** per prompt: (vocabPadded) or (T, vocabPadded) f32; empty when targets were given */
   logits: Float32Array[];
+  /** per prompt, with targets: softmax statistics over the real vocabulary */
+  stats?: TokenStats[];
   /** per prompt, per layer: (T, d_model) residual stream after that layer */
   residuals?: Float32Array[][];
 }
@@ -109,7 +117,8 @@ export class Mamba2Model {
 
   async forwardDetailed(prompts: number[][], opts: ForwardOptions): Promise<ForwardResult> {
     this.validate(prompts, opts);
-    const logits: Float32Array[] = new Array(prompts.length);
+    const logits: Float32Array[] = opts.targets ? [] : new Array(prompts.length);
+    const stats: TokenStats[] | undefined = opts.targets ? new Array(prompts.length) : undefined;
     const residuals: Float32Array[][] | undefined = opts.captureResiduals ? new Array(prompts.length) : undefined;
     // Similar lengths together keep the padding small; results go back in the caller's order.
     const order = prompts.map((_, i) => i).sort((x, y) => prompts[y].length - prompts[x].length);
@@ -117,14 +126,23 @@ export class Mamba2Model {
       const seq = prompts[order[start]].length;
       const count = Math.min(order.length - start, this.maxBatch(seq, opts));
       const idx = order.slice(start, start + count);
-      const res = await this.forwardBatch(idx.map((i) => prompts[i]), idx.map((i) => opts.knockouts?.[i]), opts);
+      const res = await this.forwardBatch(idx.map((i) => prompts[i]), idx.map((i) => opts.knockouts?.[i]), {
+        ...opts,
+        targets: opts.targets && idx.map((i) => opts.targets![i]),
+      });
       idx.forEach((i, k) => {
-        logits[i] = res.logits[k];
+        if (stats) stats[i] = res.stats![k];
+        else logits[i] = res.logits[k];
         if (residuals) residuals[i] = res.residuals![k];
       });
       start += count;
     }
-    return { logits, residuals };
+    return { logits, stats, residuals };
+  }
+
+  /** p(target), p(max) and the argmax at each prompt's last position; only these come back from the GPU. */
+  async forwardStats(prompts: number[][], targets: number[], opts: ForwardOptions): Promise<TokenStats[]> {
+    return (await this.forwardDetailed(prompts, { ...opts, targets })).stats!;
   }
 
   /** How many prompts of padded length `seq` fit one pass within the adapter's binding size. */
@@ -152,6 +170,13 @@ export class Mamba2Model {
     }
     if (opts.knockouts && opts.knockouts.length !== prompts.length) {
       throw new InputError(`${opts.knockouts.length} knockout sets for ${prompts.length} prompts`);
+    }
+    if (opts.targets) {
+      if (opts.targets.length !== prompts.length) throw new InputError(`${opts.targets.length} targets for ${prompts.length} prompts`);
+      if (opts.allPositions) throw new InputError("targets give last-position statistics; they cannot be combined with allPositions");
+      for (const t of opts.targets) {
+        if (!Number.isInteger(t) || t < 0 || t >= c.vocabSize) throw new InputError(`target id ${t} is out of range (0..${c.vocabSize - 1})`);
+      }
     }
     prompts.forEach((ids, p) => {
       if (ids.length === 0) throw new InputError(`prompt ${p} is empty: give at least one token`);
@@ -256,7 +281,7 @@ export class Mamba2Model {
       }
       rec.submit();
 
-      const logits = await this.readLogits(resid, prompts, T, opts.allPositions ?? false, owned);
+      const out = await this.readOutputs(resid, prompts, T, opts, owned);
       let residuals: Float32Array[][] | undefined;
       if (captured) {
         const all = new Float32Array(await readBuffer(gpu, captured, c.nLayer * N * c.dModel * 4));
@@ -264,7 +289,7 @@ export class Mamba2Model {
           Array.from({ length: c.nLayer }, (_, l) => all.slice((l * N + b * T) * c.dModel, (l * N + b * T + p.length) * c.dModel))
         );
       }
-      return { logits, residuals };
+      return { ...out, residuals };
     } finally {
       await gpu.device.queue.onSubmittedWorkDone();
       for (const b of owned) b.destroy();
@@ -286,21 +311,29 @@ export class Mamba2Model {
     return buf;
   }
 
-  /** norm_f and lm_head on the rows that are read (each prompt's last, or all real positions), in blocks that fit a binding. */
-  private async readLogits(resid: GPUBuffer, prompts: number[][], T: number, allPositions: boolean, owned: GPUBuffer[]): Promise<Float32Array[]> {
+  /**
+   * norm_f and lm_head on the rows that are read (each prompt's last, or all real positions), in
+   * blocks that fit a binding; with targets, only (max, lse, argmax, target logit) per row come back.
+   */
+  private async readOutputs(resid: GPUBuffer, prompts: number[][], T: number, opts: ForwardOptions, owned: GPUBuffer[]): Promise<ForwardResult> {
     const c = this.config, gpu = this.gpu, V = c.vocabPadded;
+    const allPositions = opts.allPositions ?? false;
     const rows: number[] = [];
     prompts.forEach((p, b) => {
       if (allPositions) for (let t = 0; t < p.length; t++) rows.push(b * T + t);
       else rows.push(b * T + p.length - 1);
     });
-    const out = new Float32Array(rows.length * V);
+    const targets = opts.targets;
+    const width = targets ? 4 : V; // floats read back per row
+    const out = new Float32Array(rows.length * width);
     const blockRows = Math.max(1, Math.min(rows.length, Math.floor(gpu.maxBinding / (V * 4))));
     const rowIdx = storageBuffer(gpu, blockRows * 4, "row_index");
     const picked = storageBuffer(gpu, blockRows * c.dModel * 4, "picked");
     const normed = storageBuffer(gpu, blockRows * c.dModel * 4, "normed");
     const logits = storageBuffer(gpu, blockRows * V * 4, "logits");
-    owned.push(rowIdx, picked, normed, logits);
+    const targetBuf = storageBuffer(gpu, blockRows * 4, "targets");
+    const stats = storageBuffer(gpu, blockRows * 16, "stats");
+    owned.push(rowIdx, picked, normed, logits, targetBuf, stats);
     for (let r0 = 0; r0 < rows.length; r0 += blockRows) {
       const n = Math.min(blockRows, rows.length - r0);
       gpu.device.queue.writeBuffer(rowIdx, 0, Uint32Array.from(rows.slice(r0, r0 + n)));
@@ -308,8 +341,21 @@ export class Mamba2Model {
       this.ops.gatherRows(rec, rowIdx, resid, picked, n, c.dModel);
       this.ops.rmsnorm(rec, picked, this.normF, normed, n, c.dModel, NORM_EPS);
       this.ops.matmul(rec, normed, this.lmHead, logits, n);
+      if (targets) {
+        gpu.device.queue.writeBuffer(targetBuf, 0, Uint32Array.from(targets.slice(r0, r0 + n)));
+        this.ops.rowStats(rec, logits, targetBuf, stats, { rows: n, vocab: c.vocabSize, stride: V });
+      }
       rec.submit();
-      out.set(new Float32Array(await readBuffer(gpu, logits, n * V * 4)), r0 * V);
+      out.set(new Float32Array(await readBuffer(gpu, targets ? stats : logits, n * width * 4)), r0 * width);
+    }
+    if (targets) {
+      return {
+        logits: [],
+        stats: prompts.map((_, i) => {
+          const [max, lse, arg, target] = out.subarray(i * 4, i * 4 + 4);
+          return { trueProb: Math.exp(target - lse), maxProb: Math.exp(max - lse), predId: arg };
+        }),
+      };
     }
     const result: Float32Array[] = [];
     let r = 0;
@@ -318,6 +364,6 @@ export class Mamba2Model {
       result.push(out.slice(r * V, (r + n) * V));
       r += n;
     }
-    return result;
+    return { logits: result };
   }
 }

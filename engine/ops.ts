@@ -37,6 +37,7 @@ const KERNELS = [
   "ssd_attention_apply",
   "gated_rmsnorm",
   "gather_rows",
+  "row_stats",
 ] as const;
 type KernelName = typeof KERNELS[number];
 
@@ -162,6 +163,11 @@ export class Ops {
   /** out (nOut, dim) = x[rows] */
   gatherRows(rec: Recorder, rows: GPUBuffer, x: GPUBuffer, out: GPUBuffer, nOut: number, dim: number) {
     rec.dispatch(this.p("gather_rows"), [{ u: nOut }, { u: dim }, { u: 0 }, { u: 0 }], [rows, x, out], groups(nOut * dim));
+  }
+
+  /** stats (rows, 4) = (max, logsumexp, argmax, logits[target]) over ids < vocab */
+  rowStats(rec: Recorder, logits: GPUBuffer, targets: GPUBuffer, stats: GPUBuffer, s: { rows: number; vocab: number; stride: number }) {
+    rec.dispatch(this.p("row_stats"), [{ u: s.rows }, { u: s.vocab }, { u: s.stride }, { u: 0 }], [logits, targets, stats], s.rows);
   }
 
   private placeholderBuf?: GPUBuffer;

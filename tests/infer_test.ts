@@ -1,0 +1,96 @@
+// The tokenizer, --block specs, and the infer command end to end (as a user runs it).
+import { assert, assertEquals, assertThrows } from "./assert.ts";
+import { loadTokenizer } from "../engine/tokenizer.ts";
+import { parseBlockSpec, resolveBlockSpecs } from "../engine/blockspec.ts";
+import { FIXTURE_DIR, goldenEngine, maxAbs, maxAbsDiff, runDeno } from "./helpers.ts";
+
+Deno.test("tokenizer: the ids published for the study's prompts", async () => {
+  const tok = await loadTokenizer();
+  assertEquals(tok.encode("Commerzbank, whose headquarters are in"), [2115, 961, 91, 17703, 13, 3692, 17929, 403, 275]);
+  assertEquals(tok.encode("Edvard Grieg, playing the"), [3996, 12299, 42765, 909, 13, 4882, 253]);
+  assertEquals(tok.encode(" French"), [5112]);
+  assertEquals(tok.decodeEach([2115, 961, 91, 17703, 13, 3692]), ["Com", "mer", "z", "bank", ",", " whose"]);
+});
+
+Deno.test("--block specs resolve to edges", () => {
+  const ko = resolveBlockSpecs([parseBlockSpec("3-5:last>0,2"), parseBlockSpec("1,4:last>2-3")], 6, 8);
+  assertEquals([...ko.keys()].sort(), [1, 3, 4, 5]);
+  assertEquals(ko.get(3), [[5, 0], [5, 2]]);
+  assertEquals(ko.get(5), [[5, 0], [5, 2]]);
+  assertEquals(ko.get(4), [[5, 0], [5, 2], [5, 3]], "repeated edges are merged");
+  assertEquals(ko.get(1), [[5, 2], [5, 3]]);
+  assertEquals(resolveBlockSpecs([parseBlockSpec("0:3>1")], 6, 8).get(0), [[3, 1]], "any row, not only the last");
+  // `last` as a column means the prompt's last position; a row can't see later columns
+  assertThrows(() => resolveBlockSpecs([parseBlockSpec("1:2>last")], 6, 8), /column 5 is after row 2/);
+  const all = resolveBlockSpecs([parseBlockSpec("0-1:last>0-last")], 4, 2);
+  assertEquals(all.get(1), [[3, 0], [3, 1], [3, 2], [3, 3]]);
+});
+
+Deno.test("bad --block specs are refused with one line", () => {
+  for (const [spec, re] of [
+    ["3", /expected L:R>C/],
+    ["a:1>0", /not a layer index/],
+    ["1:x>0", /not an index or last/],
+    ["1:2>", /empty list/],
+    ["5-3:1>0", /runs backwards/],
+    ["9:1>0", /layer 9 does not exist/],
+    ["1:7>0", /row 7 does not exist/],
+    ["1:2>1-2-3", /bad range/],
+  ] as const) {
+    const err = assertThrows(() => resolveBlockSpecs([parseBlockSpec(spec)], 6, 8), re);
+    assert(!err.message.includes("\n"));
+  }
+});
+
+Deno.test("infer --json prints the fixture model's logits (golden)", async () => {
+  const golden = (await goldenEngine()).sequences[3];
+  const r = await runDeno(["run", "-A", "engine/infer.ts", "--model", FIXTURE_DIR, "--ids", golden.ids.join(","), "--json", "--top", "3"]);
+  assertEquals(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assertEquals(out.ids, golden.ids);
+  assertEquals(out.tokens.length, golden.ids.length);
+  assertEquals(out.last_logits.length, 50288);
+  assert(maxAbsDiff(out.last_logits, golden.last_logits) <= 1e-4 * maxAbs(golden.last_logits));
+  assertEquals(out.top.length, 3);
+  assertEquals(out.top[0].id, golden.argmax_per_position.at(-1));
+  assert(out.top[0].prob >= out.top[1].prob && out.top[1].prob >= out.top[2].prob);
+});
+
+Deno.test("infer with --block matches the golden knockout", async () => {
+  const k = (await goldenEngine()).knockouts[0]; // layers 1 and 2, row 6 -> columns 0 and 3
+  assertEquals(k.blocked_edges, { "1": [[6, 0], [6, 3]], "2": [[6, 0], [6, 3]] });
+  const r = await runDeno(["run", "-A", "engine/infer.ts", "--model", FIXTURE_DIR, "--ids", k.ids.join(","), "--mode", "attention", "--block", "1-2:last>0,3", "--json"]);
+  assertEquals(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert(maxAbsDiff(out.last_logits, k.last_logits) <= 1e-4 * maxAbs(k.last_logits));
+});
+
+Deno.test("infer text output shows tokens and top tokens", async () => {
+  const r = await runDeno(["run", "-A", "engine/infer.ts", "--model", FIXTURE_DIR, "--prompt", "The mother tongue of Danielle Darrieux is", "--top", "4"]);
+  assertEquals(r.code, 0, r.stderr);
+  assert(r.stdout.includes('5:" Dar"') || r.stdout.includes("tokens (10)"), r.stdout);
+  assertEquals(r.stdout.split("\n").filter((l) => /^\s+\d+\.\d+%/.test(l)).length, 4, r.stdout);
+});
+
+Deno.test("infer: bad input gives one line and a non-zero exit", async () => {
+  const cases: [string[], RegExp][] = [
+    [["--ids", "1,2", "--block", "1:last>0"], /--block needs --mode attention/],
+    [["--ids", "1,2", "--mode", "attention", "--block", "1:last>5"], /column 5 does not exist|column 5/],
+    [["--ids", "1,2", "--mode", "attention", "--block", "nonsense"], /expected L:R>C/],
+    [["--ids", "1,99999"], /token id 99999 is out of range/],
+    [["--ids", "1,x"], /not a token id/],
+    [["--ids", "1", "--mode", "fast"], /--mode fast/],
+    [["--prompt", "a", "--ids", "1"], /exactly one of --prompt or --ids/],
+    [["--ids", "1", "--bogus"], /bogus/],
+  ];
+  for (const [args, re] of cases) {
+    const r = await runDeno(["run", "-A", "engine/infer.ts", "--model", FIXTURE_DIR, ...args]);
+    assert(r.code !== 0, `${args.join(" ")}: exit ${r.code}`);
+    const lines = r.stderr.trim().split("\n");
+    assertEquals(lines.length, 1, `${args.join(" ")}: ${r.stderr}`);
+    assert(re.test(lines[0]), `${args.join(" ")}: ${lines[0]}`);
+  }
+  const missing = await runDeno(["run", "-A", "engine/infer.ts", "--model", "/nonexistent/model", "--ids", "1"]);
+  assert(missing.code !== 0);
+  assertEquals(missing.stderr.trim().split("\n").length, 1, missing.stderr);
+});
