@@ -37,13 +37,31 @@ export interface ForwardResult {
   residuals?: Float32Array[][];
 }
 
+/** Decode row_stats output: (rows, 4) = (max logit, logsumexp, argmax, target logit). */
+export function statsFromRows(out: Float32Array, rows: number): TokenStats[] {
+  return Array.from({ length: rows }, (_, i) => {
+    const [max, lse, arg, target] = out.subarray(i * 4, i * 4 + 4);
+    return { trueProb: Math.exp(target - lse), maxProb: Math.exp(max - lse), predId: arg };
+  });
+}
+
 export class InputError extends Error {
   override name = "InputError";
 }
 
-const NORM_EPS = 1e-5;
+export const NORM_EPS = 1e-5;
 
-interface LayerWeights {
+/** A layer's intermediate buffers, as seen by a LayerTap. */
+export interface LayerBuffers {
+  resid: GPUBuffer; // (N, D) the layer's input residual stream (before its out_proj is added)
+  zxbcdt: GPUBuffer; // (N, d_in_proj) in_proj output
+  xbc: GPUBuffer; // (N, conv_dim) after conv1d + SiLU
+  dt: GPUBuffer; // (N, H) after softplus
+}
+/** Called while recording each layer, after its SSD and before its residual update. */
+export type LayerTap = (rec: Recorder, layer: number, bufs: LayerBuffers) => void;
+
+export interface LayerWeights {
   norm: GPUBuffer; // (D)
   inProj: Weight; // (d_in_proj, D)
   convWeight: GPUBuffer; // (conv_dim, d_conv)
@@ -59,11 +77,12 @@ export class Mamba2Model {
   private constructor(
     readonly gpu: Gpu,
     readonly config: ModelConfig,
-    private readonly ops: Ops,
-    private readonly embedding: Weight,
-    private readonly lmHead: Weight,
-    private readonly layers: LayerWeights[],
-    private readonly normF: GPUBuffer,
+    // weights and kernels are readable by the knockout fast path (engine/knockout.ts)
+    readonly ops: Ops,
+    readonly embedding: Weight,
+    readonly lmHead: Weight,
+    readonly layers: LayerWeights[],
+    readonly normF: GPUBuffer,
   ) {}
 
   static async load(gpu: Gpu, ckpt: Checkpoint, opts: { dtype?: "f32" } = {}): Promise<Mamba2Model> {
@@ -116,7 +135,7 @@ export class Mamba2Model {
   }
 
   async forwardDetailed(prompts: number[][], opts: ForwardOptions): Promise<ForwardResult> {
-    this.validate(prompts, opts);
+    this.checkInput(prompts, opts);
     const logits: Float32Array[] = opts.targets ? [] : new Array(prompts.length);
     const stats: TokenStats[] | undefined = opts.targets ? new Array(prompts.length) : undefined;
     const residuals: Float32Array[][] | undefined = opts.captureResiduals ? new Array(prompts.length) : undefined;
@@ -146,7 +165,7 @@ export class Mamba2Model {
   }
 
   /** How many prompts of padded length `seq` fit one pass within the adapter's binding size. */
-  private maxBatch(seq: number, opts: ForwardOptions): number {
+  maxBatch(seq: number, opts: ForwardOptions): number {
     const c = this.config;
     const limit = this.gpu.maxBinding;
     let perPrompt = seq * 4 * Math.max(c.dInProj, c.convDim);
@@ -162,7 +181,8 @@ export class Mamba2Model {
     return Math.max(1, Math.min(byBinding, Math.floor(8192 / seq)));
   }
 
-  private validate(prompts: number[][], opts: ForwardOptions) {
+  /** Throws InputError (one line) for ids, knockouts or targets the model cannot take. */
+  checkInput(prompts: number[][], opts: ForwardOptions) {
     const c = this.config;
     if (opts.mode !== "scan" && opts.mode !== "attention") throw new InputError(`unknown mode ${opts.mode}: use scan or attention`);
     if (opts.knockouts?.some((k) => k && k.size > 0) && opts.mode !== "attention") {
@@ -200,7 +220,11 @@ export class Mamba2Model {
     });
   }
 
-  private async forwardBatch(prompts: number[][], knockouts: (Knockout | undefined)[], opts: ForwardOptions): Promise<ForwardResult> {
+  /**
+   * One padded batch in one pass (the caller keeps it within maxBatch); `tap` sees each layer's
+   * buffers while they are recorded.
+   */
+  async forwardBatch(prompts: number[][], knockouts: (Knockout | undefined)[], opts: ForwardOptions, tap?: LayerTap): Promise<ForwardResult> {
     const c = this.config, gpu = this.gpu, ops = this.ops;
     const B = prompts.length;
     const T = Math.max(...prompts.map((p) => p.length));
@@ -273,6 +297,7 @@ export class Mamba2Model {
         } else {
           ops.ssdScan(rec, xbc, dt, w.a, w.d, lengths, y, shape);
         }
+        tap?.(rec, l, { resid, zxbcdt, xbc, dt });
         // 6. y = RMSNorm(y * SiLU(z))
         ops.gatedRmsnorm(rec, y, zxbcdt, w.gatedNorm, yNorm, { rows: N, dInner: c.dInner, ngroups: c.ngroups, zStride: c.dInProj, eps: NORM_EPS });
         // 7. residual += out_proj(y)
@@ -348,15 +373,7 @@ export class Mamba2Model {
       rec.submit();
       out.set(new Float32Array(await readBuffer(gpu, targets ? stats : logits, n * width * 4)), r0 * width);
     }
-    if (targets) {
-      return {
-        logits: [],
-        stats: prompts.map((_, i) => {
-          const [max, lse, arg, target] = out.subarray(i * 4, i * 4 + 4);
-          return { trueProb: Math.exp(target - lse), maxProb: Math.exp(max - lse), predId: arg };
-        }),
-      };
-    }
+    if (targets) return { logits: [], stats: statsFromRows(out, prompts.length) };
     const result: Float32Array[] = [];
     let r = 0;
     for (const p of prompts) {

@@ -38,6 +38,9 @@ const KERNELS = [
   "gated_rmsnorm",
   "gather_rows",
   "row_stats",
+  "lastrow_conv_silu",
+  "lastrow_attention",
+  "lastrow_attention_apply",
 ] as const;
 type KernelName = typeof KERNELS[number];
 
@@ -168,6 +171,44 @@ export class Ops {
   /** stats (rows, 4) = (max, logsumexp, argmax, logits[target]) over ids < vocab */
   rowStats(rec: Recorder, logits: GPUBuffer, targets: GPUBuffer, stats: GPUBuffer, s: { rows: number; vocab: number; stride: number }) {
     rec.dispatch(this.p("row_stats"), [{ u: s.rows }, { u: s.vocab }, { u: s.stride }, { u: 0 }], [logits, targets, stats], s.rows);
+  }
+
+  /** Knockout fast path: out (n, convDim), conv1d + SiLU at each configuration's last position */
+  lastRowConv1dSilu(rec: Recorder, meta: GPUBuffer, zxbcdt: GPUBuffer, baseZxbcdt: GPUBuffer, weight: GPUBuffer, bias: GPUBuffer, out: GPUBuffer, s: { n: number; convDim: number; dConv: number; inStride: number; inOffset: number }) {
+    rec.dispatch(
+      this.p("lastrow_conv_silu"),
+      [{ u: s.n }, { u: s.convDim }, { u: s.dConv }, { u: s.inStride }, { u: s.inOffset }, { u: 0 }, { u: 0 }, { u: 0 }],
+      [meta, zxbcdt, baseZxbcdt, weight, bias, out],
+      groups(s.n * s.convDim),
+    );
+  }
+
+  /** Knockout fast path: mRow (n, nheads, maxLen), the last attention row of every head, masked */
+  lastRowAttention(
+    rec: Recorder,
+    b: { meta: GPUBuffer; colmask: GPUBuffer; xbc: GPUBuffer; dt: GPUBuffer; baseXbc: GPUBuffer; baseDt: GPUBuffer; a: GPUBuffer; mRow: GPUBuffer },
+    s: { n: number; nheads: number; ngroups: number; dState: number; convDim: number; dInner: number; maxLen: number; layer: number },
+  ) {
+    rec.dispatch(
+      this.p("lastrow_attention"),
+      [{ u: s.n }, { u: s.nheads }, { u: s.ngroups }, { u: s.dState }, { u: s.convDim }, { u: s.dInner }, { u: s.maxLen }, { u: s.layer }],
+      [b.meta, b.colmask, b.xbc, b.dt, b.baseXbc, b.baseDt, b.a, b.mRow],
+      groups(s.n * s.nheads),
+    );
+  }
+
+  /** Knockout fast path: y (n, dInner) = last attention row applied + D x */
+  lastRowAttentionApply(
+    rec: Recorder,
+    b: { meta: GPUBuffer; mRow: GPUBuffer; xbc: GPUBuffer; dt: GPUBuffer; baseXbc: GPUBuffer; baseDt: GPUBuffer; d: GPUBuffer; y: GPUBuffer },
+    s: { n: number; nheads: number; headdim: number; convDim: number; dInner: number; maxLen: number },
+  ) {
+    rec.dispatch(
+      this.p("lastrow_attention_apply"),
+      [{ u: s.n }, { u: s.nheads }, { u: s.headdim }, { u: s.convDim }, { u: s.dInner }, { u: s.maxLen }, { u: 0 }, { u: 0 }],
+      [b.meta, b.mRow, b.xbc, b.dt, b.baseXbc, b.baseDt, b.d, b.y],
+      groups(s.n * s.dInner),
+    );
   }
 
   private placeholderBuf?: GPUBuffer;
