@@ -1,0 +1,178 @@
+// 01_construct: every dataset row through the model in scan mode and in attention mode.
+// For each row: the prompt's token ids, the true id (first token of target_true), and from the
+// last position's logits (softmax over the real vocabulary) the true token's probability, the
+// top probability, the argmax id and its text, and whether the argmax is the true token.
+// Outputs construct_scan.parquet and construct_attention.parquet: the dataset's columns + those.
+// Work is saved per batch (.work/<mode>.jsonl) and resumed after an interruption.
+
+import { join } from "node:path";
+import type { TextTokenizer } from "../engine/tokenizer.ts";
+import type { Mamba2Model } from "./lib/engine.ts";
+import { UserError } from "./lib/errors.ts";
+import { type Column, writeParquet } from "./lib/parquet.ts";
+import { RowLog } from "./lib/resume.ts";
+import { defineStage, type StageContext } from "./lib/stage.ts";
+
+export const MODES = ["scan", "attention"] as const;
+export type Mode = typeof MODES[number];
+
+/** One prompt to run: its dataset row, token ids and the true token. */
+export interface PromptItem {
+  row: number;
+  ids: number[];
+  trueId: number;
+}
+
+/** What a forward pass gives for one prompt (what the resume log keeps). */
+export interface RowResult {
+  row: number;
+  true_prob: number;
+  max_prob: number;
+  pred_id: number;
+}
+
+export const ADDED_COLUMNS = ["row", "ids", "true_id", "true_prob", "max_prob", "pred_id", "pred", "hit"] as const;
+
+/** Token ids of every selected row; the true id is the first token of target_true. */
+export function tokenizeRows(tok: TextTokenizer, rows: number[], data: Record<string, unknown>[]): PromptItem[] {
+  return data.map((r, i) => {
+    const row = rows[i];
+    const prompt = r.prompt, target = r.target_true;
+    if (typeof prompt !== "string" || prompt === "") throw new UserError(`dataset row ${row} has no prompt; fix the dataset or leave the row out with --rows`);
+    if (typeof target !== "string" || target === "") throw new UserError(`dataset row ${row} has no target_true; fix the dataset or leave the row out with --rows`);
+    const ids = tok.encode(prompt);
+    const t = tok.encode(target);
+    if (ids.length === 0 || t.length === 0) throw new UserError(`dataset row ${row}: the prompt or target_true encodes to no tokens`);
+    return { row, ids, trueId: t[0] };
+  });
+}
+
+/**
+ * Fixed batches: prompts sorted by length (then row) and cut every `batchSize`. The batches depend
+ * only on the selection and the batch size, so a resumed run recomputes exactly the batches an
+ * uninterrupted run would have.
+ */
+export function makeBatches(items: PromptItem[], batchSize: number): PromptItem[][] {
+  const sorted = [...items].sort((a, b) => a.ids.length - b.ids.length || a.row - b.row);
+  const out: PromptItem[][] = [];
+  for (let i = 0; i < sorted.length; i += batchSize) out.push(sorted.slice(i, i + batchSize));
+  return out;
+}
+
+/** One batch through the model: the statistics of each prompt's last position. */
+export async function runBatch(model: Mamba2Model, batch: PromptItem[], mode: Mode): Promise<RowResult[]> {
+  // the softmax statistics are computed on the GPU: 4 numbers per prompt come back, not the vocabulary
+  const stats = await model.forwardStats(batch.map((b) => b.ids), batch.map((b) => b.trueId), { mode });
+  return batch.map((b, k) => ({ row: b.row, true_prob: stats[k].trueProb, max_prob: stats[k].maxProb, pred_id: stats[k].predId }));
+}
+
+/** The output table of one mode, rows in dataset order. */
+export function buildColumns(
+  datasetColumns: { name: string; type: Column["type"] }[],
+  datasetRows: Record<string, unknown>[],
+  items: PromptItem[],
+  results: Map<number, RowResult>,
+  tok: TextTokenizer,
+): Column[] {
+  const n = items.length;
+  const res = items.map((it) => {
+    const r = results.get(it.row);
+    if (!r) throw new Error(`no result for row ${it.row}`);
+    return r;
+  });
+  const cols: Column[] = datasetColumns.map((c) => ({ name: c.name, type: c.type, data: datasetRows.map((r) => r[c.name] ?? null), nullable: true }));
+  const predText = new Map<number, string>();
+  const decode = (id: number) => {
+    let s = predText.get(id);
+    if (s === undefined) predText.set(id, s = tok.decode([id]));
+    return s;
+  };
+  cols.push(
+    { name: "row", type: "INT32", data: Int32Array.from(items, (it) => it.row) },
+    { name: "ids", type: "INT32_LIST", data: items.map((it) => it.ids) },
+    { name: "true_id", type: "INT32", data: Int32Array.from(items, (it) => it.trueId) },
+    { name: "true_prob", type: "DOUBLE", data: Float64Array.from(res, (r) => r.true_prob) },
+    { name: "max_prob", type: "DOUBLE", data: Float64Array.from(res, (r) => r.max_prob) },
+    { name: "pred_id", type: "INT32", data: Int32Array.from(res, (r) => r.pred_id) },
+    { name: "pred", type: "STRING", data: res.map((r) => decode(r.pred_id)), nullable: false },
+    { name: "hit", type: "BOOLEAN", data: Array.from({ length: n }, (_, i) => res[i].pred_id === items[i].trueId) },
+  );
+  return cols;
+}
+
+const MAX_DEVICE_RETRIES = 3;
+
+export default defineStage({
+  name: "01_construct",
+  title: "Prompts through the model in scan and attention mode: true-token and top probabilities, prediction, hit",
+  version: "1",
+  module: import.meta.url,
+  inputs: { dataset: true, tokenizer: true, model: true },
+  params: {
+    batchSize: { type: "int", default: 16, min: 1, max: 4096, doc: "prompts per forward pass (and per saved step of progress)" },
+  },
+  outputs: ["construct_scan.parquet", "construct_attention.parquet"],
+
+  async run(ctx: StageContext<{ batchSize: number }>) {
+    const ds = await ctx.dataset();
+    for (const c of ADDED_COLUMNS) {
+      if (ds.columns.some((d) => d.name === c)) throw new UserError(`the dataset already has a column "${c}", which 01_construct adds; rename it`);
+    }
+    const tok = await ctx.tokenizer();
+    const items = tokenizeRows(tok, ctx.rows, ds.rows);
+    const batches = makeBatches(items, ctx.params.batchSize);
+    const results = new Map<Mode, Map<number, RowResult>>();
+    let resumed = 0;
+    ctx.counts.rows = items.length;
+
+    for (const mode of MODES) {
+      const log = await RowLog.open<RowResult>(join(ctx.workDir, `${mode}.jsonl`), ctx.cacheKey);
+      try {
+        const known = new Set(ctx.rows);
+        for (const r of [...log.done.keys()]) if (!known.has(r)) log.done.delete(r);
+        if (log.done.size > 0) {
+          ctx.log(`${mode} mode: resuming, ${log.done.size} of ${items.length} prompts already done`);
+          resumed += log.done.size;
+        }
+        const todo = batches.filter((b) => b.some((it) => !log.has(it.row)));
+        const bar = ctx.progress(`01_construct ${mode}`, items.length, log.done.size);
+        for (const batch of todo) {
+          ctx.checkInterrupted(`${log.done.size}/${items.length} ${mode}-mode prompts`);
+          let out: RowResult[] | undefined;
+          for (let attempt = 0; !out; attempt++) {
+            const loaded = await ctx.model();
+            try {
+              out = await runBatch(loaded.model, batch, mode);
+            } catch (e) {
+              // a lost device (driver reset, GPU fell off the bus): new device, same batch
+              if (!loaded.lost() || attempt >= MAX_DEVICE_RETRIES) throw e;
+            }
+          }
+          const fresh = out.filter((r) => !log.has(r.row));
+          await log.append(fresh);
+          bar.tick(fresh.length);
+        }
+        bar.finish();
+        results.set(mode, new Map(log.done));
+      } finally {
+        log.close();
+      }
+    }
+
+    for (const mode of MODES) {
+      const cols = buildColumns(ds.columns, ds.rows, items, results.get(mode)!, tok);
+      await writeParquet(join(ctx.dir, `construct_${mode}.parquet`), cols, {
+        "mamba_explain.stage": "01_construct",
+        "mamba_explain.mode": mode,
+        "mamba_explain.cache_key": ctx.cacheKey,
+      });
+      let hits = 0;
+      for (const it of items) if (results.get(mode)!.get(it.row)!.pred_id === it.trueId) hits++;
+      ctx.counts[`hits_${mode}`] = hits;
+    }
+    ctx.info.batchSize = ctx.params.batchSize;
+    ctx.info.batches = batches.length;
+    ctx.info.resumedPrompts = resumed;
+    ctx.info.maxPromptTokens = Math.max(...items.map((i) => i.ids.length));
+  },
+});

@@ -1,0 +1,185 @@
+// The study's configuration: defaults in study.config.json (repo root), overridden by flags.
+// Paths in the file are relative to the file; paths given as flags are relative to the
+// working directory. Every key is checked: a misspelt key is an error, never silently ignored.
+
+import { dirname, isAbsolute, resolve } from "node:path";
+import { UserError } from "./errors.ts";
+import type { Params, ParamSpec, StageDef } from "./stage.ts";
+
+export const REPO_ROOT = resolve(dirname(new URL(import.meta.url).pathname), "../..");
+export const DEFAULT_CONFIG_PATH = resolve(REPO_ROOT, "study.config.json");
+
+const TOP_KEYS = ["$comment", "model", "dataset", "tokenizer", "outputs", "rows", "limit", "stages"] as const;
+
+export interface StudyConfig {
+  configPath: string;
+  model: string; // hub id, or an absolute path when it names a local folder
+  dataset: string; // absolute
+  tokenizer: string; // absolute
+  outputs: string; // absolute folder holding the runs
+  rows?: string;
+  limit?: number;
+  stages: Record<string, Params>; // every stage, every parameter (defaults filled in)
+}
+
+export interface ConfigOverrides {
+  model?: string;
+  dataset?: string;
+  tokenizer?: string;
+  rows?: string;
+  limit?: string | number;
+  /** `stage.param=value` */
+  set?: string[];
+}
+
+function describeSpec(s: ParamSpec): string {
+  if (s.choices) return `one of ${s.choices.join(", ")}`;
+  const range = s.min !== undefined && s.max !== undefined
+    ? ` in ${s.min}..${s.max}`
+    : s.min !== undefined
+    ? ` >= ${s.min}`
+    : s.max !== undefined
+    ? ` <= ${s.max}`
+    : "";
+  const kind = s.type === "int" ? "an integer" : s.type === "number" ? "a number" : s.type === "boolean" ? "true or false" : "a string";
+  return kind + range;
+}
+
+export function checkParam(where: string, name: string, spec: ParamSpec, v: unknown): number | string | boolean {
+  const bad = () => new UserError(`${where}: parameter ${name} must be ${describeSpec(spec)}, got ${JSON.stringify(v)}`);
+  switch (spec.type) {
+    case "int":
+    case "number":
+      if (typeof v !== "number" || !Number.isFinite(v) || (spec.type === "int" && !Number.isInteger(v))) throw bad();
+      if ((spec.min !== undefined && v < spec.min) || (spec.max !== undefined && v > spec.max)) throw bad();
+      return v;
+    case "boolean":
+      if (typeof v !== "boolean") throw bad();
+      return v;
+    case "string":
+      if (typeof v !== "string" || (spec.choices && !spec.choices.includes(v))) throw bad();
+      return v;
+  }
+}
+
+/** A flag's text as a parameter value of the declared type. */
+function parseFlagValue(spec: ParamSpec, text: string): unknown {
+  if (spec.type === "string") return text;
+  if (spec.type === "boolean") return text === "true" ? true : text === "false" ? false : text;
+  const n = Number(text);
+  return text.trim() !== "" && Number.isFinite(n) ? n : text;
+}
+
+/** A local folder or file → absolute path; anything else (a hub id like org/name) stays as it is. */
+export function resolveModel(model: string, base: string): string {
+  if (isAbsolute(model)) return model;
+  const p = resolve(base, model);
+  try {
+    Deno.statSync(p);
+    return p;
+  } catch {
+    return model.startsWith(".") ? p : model;
+  }
+}
+
+function knownList(xs: Iterable<string>): string {
+  return [...xs].join(", ");
+}
+
+export async function loadConfig(
+  stages: StageDef[],
+  configPath: string | undefined,
+  over: ConfigOverrides,
+  cwd = Deno.cwd(),
+): Promise<StudyConfig> {
+  const path = resolve(cwd, configPath ?? DEFAULT_CONFIG_PATH);
+  const shown = configPath ?? "study.config.json";
+  let raw: unknown;
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new UserError(`config file ${shown} does not exist; pass --config FILE or create it`);
+    throw new UserError(`cannot read config file ${shown}: ${(e as Error).message}`);
+  }
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new UserError(`config file ${shown} is not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new UserError(`config file ${shown} must hold a JSON object`);
+  const c = raw as Record<string, unknown>;
+  for (const k of Object.keys(c)) {
+    if (!(TOP_KEYS as readonly string[]).includes(k)) {
+      throw new UserError(`${shown}: unknown key "${k}"; known keys are ${knownList(TOP_KEYS.filter((x) => x !== "$comment"))}`);
+    }
+  }
+  const base = dirname(path);
+  const str = (k: string): string | undefined => {
+    const v = c[k];
+    if (v === undefined) return undefined;
+    if (typeof v !== "string" || v === "") throw new UserError(`${shown}: "${k}" must be a non-empty string`);
+    return v;
+  };
+
+  const byName = new Map(stages.map((s) => [s.name, s]));
+  const stageParams: Record<string, Params> = {};
+  for (const s of stages) {
+    const p: Params = {};
+    for (const [k, spec] of Object.entries(s.params)) p[k] = spec.default;
+    stageParams[s.name] = p;
+  }
+  const fileStages = c.stages ?? {};
+  if (typeof fileStages !== "object" || fileStages === null || Array.isArray(fileStages)) {
+    throw new UserError(`${shown}: "stages" must be an object of stage name -> parameters`);
+  }
+  for (const [name, params] of Object.entries(fileStages as Record<string, unknown>)) {
+    const def = byName.get(name);
+    if (!def) throw new UserError(`${shown}: unknown stage "${name}" under "stages"; stages are ${knownList(byName.keys())}`);
+    if (typeof params !== "object" || params === null || Array.isArray(params)) {
+      throw new UserError(`${shown}: stages.${name} must be an object of parameter -> value`);
+    }
+    for (const [k, v] of Object.entries(params as Record<string, unknown>)) {
+      const spec = (def.params as Record<string, ParamSpec>)[k];
+      if (!spec) {
+        throw new UserError(
+          `${shown}: stage ${name} has no parameter "${k}"; its parameters are ${knownList(Object.keys(def.params)) || "(none)"}`,
+        );
+      }
+      stageParams[name][k] = checkParam(`${shown}: stages.${name}`, k, spec, v);
+    }
+  }
+  for (const item of over.set ?? []) {
+    const m = /^([^.=]+)\.([^=]+)=(.*)$/s.exec(item);
+    if (!m) throw new UserError(`--set ${item}: write it as STAGE.PARAM=VALUE, e.g. --set 01_construct.batchSize=8`);
+    const [, name, k, v] = m;
+    const def = byName.get(name);
+    if (!def) throw new UserError(`--set ${item}: unknown stage "${name}"; stages are ${knownList(byName.keys())}`);
+    const spec = (def.params as Record<string, ParamSpec>)[k];
+    if (!spec) throw new UserError(`--set ${item}: stage ${name} has no parameter "${k}"; its parameters are ${knownList(Object.keys(def.params)) || "(none)"}`);
+    stageParams[name][k] = checkParam(`--set`, `${name}.${k}`, spec, parseFlagValue(spec, v));
+  }
+
+  const model = over.model ? resolveModel(over.model, cwd) : str("model") ? resolveModel(str("model")!, base) : undefined;
+  if (!model) throw new UserError(`no model: set "model" in ${shown} or pass --model`);
+  const dataset = over.dataset ? resolve(cwd, over.dataset) : str("dataset") ? resolve(base, str("dataset")!) : undefined;
+  if (!dataset) throw new UserError(`no dataset: set "dataset" in ${shown} or pass --dataset`);
+  const tokenizer = over.tokenizer
+    ? resolve(cwd, over.tokenizer)
+    : str("tokenizer")
+    ? resolve(base, str("tokenizer")!)
+    : resolve(REPO_ROOT, "data/gpt-neox-20b-tokenizer.json");
+  const outputs = resolve(base, str("outputs") ?? "outputs");
+
+  const rows = over.rows ?? str("rows");
+  let limit: number | undefined;
+  const limRaw = over.limit ?? c.limit;
+  if (limRaw !== undefined) {
+    const n = typeof limRaw === "number" ? limRaw : Number(limRaw);
+    if (!Number.isInteger(n) || n < 1 || (typeof limRaw === "string" && !/^\s*\d+\s*$/.test(limRaw))) {
+      throw new UserError(`--limit ${limRaw}: give a positive integer`);
+    }
+    limit = n;
+  }
+  return { configPath: path, model, dataset, tokenizer, outputs, rows, limit, stages: stageParams };
+}

@@ -1,0 +1,44 @@
+// The one place where the workflows meet the engine: opening a checkpoint, creating the GPU
+// device and loading the model, and rebuilding both after a lost device.
+
+import { createGpu, type Gpu } from "../../engine/gpu.ts";
+import { type Checkpoint, openCheckpoint } from "../../engine/checkpoint/mod.ts";
+import { Mamba2Model } from "../../engine/model.ts";
+
+export type { Checkpoint, Gpu };
+export { Mamba2Model };
+
+export interface LoadedModel {
+  model: Mamba2Model;
+  gpu: Gpu;
+  adapterInfo: string;
+  /** true once the device reported itself lost; the model must be reloaded */
+  lost(): boolean;
+}
+
+export function openModel(id: string, opts: { offline?: boolean } = {}): Promise<Checkpoint> {
+  return openCheckpoint(id, opts);
+}
+
+export async function loadModel(ckpt: Checkpoint): Promise<LoadedModel> {
+  const gpu = await createGpu();
+  let isLost = false;
+  gpu.device.lost.then(() => {
+    isLost = true;
+  });
+  const model = await Mamba2Model.load(gpu, ckpt);
+  return { model, gpu, adapterInfo: gpu.adapterInfo, lost: () => isLost };
+}
+
+export function unloadModel(m: LoadedModel): void {
+  try {
+    m.model.destroy();
+  } catch {
+    // device already gone
+  }
+  try {
+    m.gpu.device.destroy();
+  } catch {
+    // already destroyed
+  }
+}

@@ -1,0 +1,123 @@
+// The contract between the pipeline and a stage. A stage is a file `workflows/NN_name.ts` whose
+// default export is `defineStage({...})`: it declares what it reads (the dataset, the tokenizer,
+// the model, earlier stages' outputs), its parameters with their defaults, the files it writes,
+// a code version, and `run(ctx)`. The pipeline finds it by its file name (workflows/registry.ts),
+// computes its cache key from all of these, and calls `run` only when that key has changed.
+
+import type { TextTokenizer } from "../../engine/tokenizer.ts";
+import type { Progress } from "../../engine/progress.ts";
+import type { LoadedModel } from "./engine.ts";
+import type { ColumnType } from "./parquet.ts";
+
+export type ParamType = "int" | "number" | "string" | "boolean";
+
+export interface ParamSpec {
+  type: ParamType;
+  default: number | string | boolean;
+  doc: string;
+  min?: number;
+  max?: number;
+  choices?: readonly string[];
+}
+
+export interface StageInputs {
+  dataset?: boolean; // the CounterFact table (the selected rows)
+  tokenizer?: boolean;
+  model?: boolean; // the checkpoint (model id and content identity) and the engine
+  stages?: string[]; // earlier stages whose outputs this one reads
+}
+
+export type Params = Record<string, number | string | boolean>;
+
+export interface StageDef<P extends Params = Params> {
+  /** `NN_name`, the same as the file name without `.ts`. */
+  name: string;
+  title: string;
+  /** Bump when a change to the code changes the results (the file's own hash is in the key too). */
+  version: string;
+  /** `import.meta.url` of the stage file: its text is hashed into the cache key. */
+  module: string;
+  inputs: StageInputs;
+  params: { [K in keyof P]: ParamSpec };
+  /** Files the stage writes into its folder (relative names); a finished run has all of them. */
+  outputs: string[] | ((params: P) => string[]);
+  run(ctx: StageContext<P>): Promise<void>;
+}
+
+export function defineStage<P extends Params>(def: StageDef<P>): StageDef<P> {
+  return def;
+}
+
+export interface DatasetSlice {
+  path: string;
+  /** the dataset's own columns, in file order, with their parquet types */
+  columns: { name: string; type: ColumnType }[];
+  /** one object per selected row, in the order of ctx.rows */
+  rows: Record<string, unknown>[];
+  /** rows in the whole dataset */
+  totalRows: number;
+}
+
+export interface UpstreamOutputs {
+  name: string;
+  dir: string;
+  manifest: Manifest;
+  /** absolute path of one of its output files */
+  file(name: string): string;
+}
+
+export interface StageContext<P extends Params = Params> {
+  stage: StageDef<P>;
+  params: P;
+  cacheKey: string;
+  /** the stage's output folder, `outputs/<run>/<NN_name>/` */
+  dir: string;
+  /** a folder for resumable progress: kept across interrupted runs with the same cache key, removed after success */
+  workDir: string;
+  /** the selected dataset rows (indices into the dataset), ascending */
+  rows: number[];
+  dataset(): Promise<DatasetSlice>;
+  tokenizer(): Promise<TextTokenizer>;
+  model(): Promise<LoadedModel>;
+  upstream(name: string): UpstreamOutputs;
+  progress(label: string, total: number, initial?: number, unit?: string): Progress;
+  log(message: string): void;
+  /** numbers for the manifest (rows done, hits, ...) */
+  counts: Record<string, number>;
+  /** free-form facts for the manifest (resumed rows, batch sizes, ...) */
+  info: Record<string, unknown>;
+  /** aborted on Ctrl-C / SIGTERM: stop after saving what is finished */
+  signal: AbortSignal;
+  /** throws InterruptedError when the run has been asked to stop */
+  checkInterrupted(done?: string): void;
+}
+
+export interface OutputRecord {
+  bytes: number;
+  sha256: string;
+}
+
+/** What the cache key is made of. */
+export interface KeyMaterial {
+  stage: string;
+  version: string;
+  codeSha256: string;
+  params: Params;
+  inputs: {
+    dataset?: { path: string; sha256: string; rows: string; rowCount: number };
+    tokenizer?: { path: string; sha256: string };
+    model?: { id: string; identity: string };
+    upstream?: Record<string, string>; // stage -> cache key
+  };
+}
+
+export interface Manifest extends KeyMaterial {
+  cacheKey: string;
+  title: string;
+  finishedAt: string;
+  wallTimeS: number;
+  engine: Record<string, unknown>;
+  counts: Record<string, number>;
+  info: Record<string, unknown>;
+  outputs: Record<string, OutputRecord>;
+}
