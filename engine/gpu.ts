@@ -41,8 +41,9 @@ export async function createGpu(): Promise<Gpu> {
     requiredFeatures: hasF16 ? ["shader-f16"] : [],
   });
   const info = adapter.info;
-  const adapterInfo = [info.vendor, info.architecture, info.device, info.description].filter((s) => s).join(" / ") ||
-    "unknown adapter";
+  // vendor/architecture are often bare ids ("65541", "0"): keep only the words
+  const words = [info.description, info.device, info.vendor, info.architecture].filter((s) => s && !/^\d+$/.test(s));
+  const adapterInfo = [...new Set(words)].join(" / ") || "unknown adapter";
   const maxBinding = Math.floor(Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize) / 16) * 16;
   return { device, adapterInfo, limits: device.limits, hasF16, maxBinding };
 }
