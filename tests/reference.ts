@@ -1,0 +1,331 @@
+// CPU reference of every WGSL kernel (kernels/*.wgsl) and of the whole Mamba-2 forward, in
+// float64 (plain JS numbers). Plain loops and no tricks: this file is the spec the GPU kernels
+// are tested against (tests/kernels_test.ts), and it is itself checked against the float64
+// golden logits of the fixture model.
+//
+// Layouts are those of the kernels: row-major (rows, cols). A batch of B prompts right-padded
+// to length T is N = B*T rows; position t of prompt b is row b*T + t.
+// Inputs may be Float32Array (what is uploaded to the GPU) or Float64Array; outputs are Float64Array.
+
+import type { ModelConfig } from "../engine/config.ts";
+import type { SsdShape } from "../engine/ops.ts";
+
+export type Vec = ArrayLike<number>;
+
+export const NORM_EPS = 1e-5;
+
+export function silu(v: number): number {
+  return v / (1 + Math.exp(-v));
+}
+
+/** PyTorch softplus (beta 1, threshold 20): v itself above 20, else log(1 + e^v). */
+export function softplus(v: number): number {
+  return v > 20 ? v : Math.log1p(Math.exp(v));
+}
+
+/** out (n, dModel) = table[ids]; table (vocab, dModel) */
+export function embedding(table: Vec, dModel: number, ids: Vec): Float64Array {
+  const out = new Float64Array(ids.length * dModel);
+  for (let t = 0; t < ids.length; t++) {
+    for (let c = 0; c < dModel; c++) out[t * dModel + c] = table[ids[t] * dModel + c];
+  }
+  return out;
+}
+
+/** out (rows, dim) = x / sqrt(mean(x^2) + eps) * weight; x (rows, dim), weight (dim) */
+export function rmsnorm(x: Vec, weight: Vec, rows: number, dim: number, eps: number): Float64Array {
+  const out = new Float64Array(rows * dim);
+  for (let r = 0; r < rows; r++) {
+    let ss = 0;
+    for (let c = 0; c < dim; c++) ss += x[r * dim + c] ** 2;
+    const scale = 1 / Math.sqrt(ss / dim + eps);
+    for (let c = 0; c < dim; c++) out[r * dim + c] = x[r * dim + c] * scale * weight[c];
+  }
+  return out;
+}
+
+/**
+ * y[i, yCol + j] (+)= sum_k x[i, k] * w[j, k]: x (m, k) @ w^T, w (n, k) in PyTorch's (out, in)
+ * layout; y (m, yStride), a new zero matrix unless given; accumulate adds into it.
+ */
+export function matmul(
+  x: Vec,
+  w: Vec,
+  m: number,
+  n: number,
+  k: number,
+  opts: { y?: Float64Array; yStride?: number; yCol?: number; accumulate?: boolean } = {},
+): Float64Array {
+  const yStride = opts.yStride ?? n, yCol = opts.yCol ?? 0;
+  const y = opts.y ?? new Float64Array(m * yStride);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let kk = 0; kk < k; kk++) s += x[i * k + kk] * w[j * k + kk];
+      const idx = i * yStride + yCol + j;
+      y[idx] = opts.accumulate ? y[idx] + s : s;
+    }
+  }
+  return y;
+}
+
+/**
+ * out (rows, convDim) = silu(bias + causal depthwise conv1d over time) of the xBC slice
+ * zxbcdt[:, inOffset : inOffset + convDim]; zxbcdt (rows, inStride), weight (convDim, dConv),
+ * bias (convDim). Each prompt (seq rows) starts at t = 0: taps before it read zero.
+ *   out[t, c] = silu(bias[c] + sum_j weight[c, j] * xBC[t + j - (dConv - 1), c])
+ */
+export function conv1dSilu(
+  zxbcdt: Vec,
+  weight: Vec,
+  bias: Vec,
+  s: { rows: number; seq: number; convDim: number; dConv: number; inStride: number; inOffset: number },
+): Float64Array {
+  const out = new Float64Array(s.rows * s.convDim);
+  for (let row = 0; row < s.rows; row++) {
+    const t = row % s.seq;
+    for (let c = 0; c < s.convDim; c++) {
+      let acc = bias[c];
+      for (let j = 0; j < s.dConv; j++) {
+        const src = t + j - (s.dConv - 1); // time read by tap j
+        if (src >= 0) acc += weight[c * s.dConv + j] * zxbcdt[(row - t + src) * s.inStride + s.inOffset + c];
+      }
+      out[row * s.convDim + c] = silu(acc);
+    }
+  }
+  return out;
+}
+
+/** dt (rows, nheads) = softplus(zxbcdt[:, inOffset + h] + dtBias[h]) */
+export function dtSoftplus(
+  zxbcdt: Vec,
+  dtBias: Vec,
+  s: { rows: number; nheads: number; inStride: number; inOffset: number },
+): Float64Array {
+  const dt = new Float64Array(s.rows * s.nheads);
+  for (let r = 0; r < s.rows; r++) {
+    for (let h = 0; h < s.nheads; h++) dt[r * s.nheads + h] = softplus(zxbcdt[r * s.inStride + s.inOffset + h] + dtBias[h]);
+  }
+  return dt;
+}
+
+// ---- the SSD ----
+// xbc (N, convDim) rows are [x (dInner) | B (ngroups*dState) | C (ngroups*dState)]; x channel
+// c = h*headdim + p belongs to head h, and head h reads the B, C of group g = h / (nheads/ngroups).
+// dt (N, nheads); a (nheads) = A = -exp(A_log); d (nheads) the skip D.
+
+const groupOf = (h: number, s: SsdShape) => Math.floor(h / (s.nheads / s.ngroups));
+const bAt = (row: number, g: number, n: number, s: SsdShape) => row * s.convDim + s.dInner + g * s.dState + n;
+const cAt = (row: number, g: number, n: number, s: SsdShape) => row * s.convDim + s.dInner + (s.ngroups + g) * s.dState + n;
+
+/**
+ * Scan form, y (N, dInner): per prompt b, head h, channel p, from a zero state h (dState):
+ *   h_t = exp(dt_t * A) * h_{t-1} + dt_t * x_t * B_t
+ *   y_t = C_t . h_t + D * x_t
+ * for t < lengths[b]; padding rows stay 0 (the kernel leaves them unwritten).
+ */
+export function ssdScan(xbc: Vec, dt: Vec, a: Vec, d: Vec, lengths: Vec, s: SsdShape): Float64Array {
+  const y = new Float64Array(s.batch * s.seq * s.dInner);
+  const state = new Float64Array(s.dState);
+  for (let b = 0; b < s.batch; b++) {
+    for (let h = 0; h < s.nheads; h++) {
+      const g = groupOf(h, s);
+      for (let p = 0; p < s.headdim; p++) {
+        const c = h * s.headdim + p;
+        state.fill(0);
+        for (let t = 0; t < lengths[b]; t++) {
+          const row = b * s.seq + t;
+          const dtT = dt[row * s.nheads + h], x = xbc[row * s.convDim + c];
+          const decay = Math.exp(dtT * a[h]);
+          let acc = 0;
+          for (let n = 0; n < s.dState; n++) {
+            state[n] = decay * state[n] + dtT * x * xbc[bAt(row, g, n, s)];
+            acc += xbc[cAt(row, g, n, s)] * state[n];
+          }
+          y[row * s.dInner + c] = acc + d[h] * x;
+        }
+      }
+    }
+  }
+  return y;
+}
+
+/** Attention form, SSD step 1: gram (batch, ngroups, seq, seq), G[t, u] = C_t . B_u for u <= t, else 0. */
+export function ssdGram(xbc: Vec, s: SsdShape): Float64Array {
+  const T = s.seq;
+  const gram = new Float64Array(s.batch * s.ngroups * T * T);
+  for (let b = 0; b < s.batch; b++) {
+    for (let g = 0; g < s.ngroups; g++) {
+      for (let t = 0; t < T; t++) {
+        for (let u = 0; u <= t; u++) {
+          let acc = 0;
+          for (let n = 0; n < s.dState; n++) acc += xbc[cAt(b * T + t, g, n, s)] * xbc[bAt(b * T + u, g, n, s)];
+          gram[((b * s.ngroups + g) * T + t) * T + u] = acc;
+        }
+      }
+    }
+  }
+  return gram;
+}
+
+/**
+ * Attention form, SSD step 2: m (batch, nheads, seq, seq), the masked decay matrix
+ *   M[t, u] = G[t, u] * exp(segsum(t, u)),  segsum(t, u) = sum_{r = u+1..t} dt_r * A,   u <= t,
+ * 0 above the diagonal and where mask (batch, seq, seq) is nonzero (the knockout, every head).
+ */
+export function ssdAttentionMatrix(gram: Vec, dt: Vec, a: Vec, mask: Vec | null, s: SsdShape): Float64Array {
+  const T = s.seq;
+  const m = new Float64Array(s.batch * s.nheads * T * T);
+  for (let b = 0; b < s.batch; b++) {
+    for (let h = 0; h < s.nheads; h++) {
+      const g = groupOf(h, s);
+      for (let t = 0; t < T; t++) {
+        for (let u = 0; u <= t; u++) {
+          if (mask && mask[(b * T + t) * T + u]) continue;
+          let segsum = 0;
+          for (let r = u + 1; r <= t; r++) segsum += dt[(b * T + r) * s.nheads + h] * a[h];
+          m[((b * s.nheads + h) * T + t) * T + u] = gram[((b * s.ngroups + g) * T + t) * T + u] * Math.exp(segsum);
+        }
+      }
+    }
+  }
+  return m;
+}
+
+/** Attention form, SSD step 3: y (N, dInner), y_t = sum_{u <= t} M[t, u] * dt_u * x_u + D * x_t. */
+export function ssdAttentionApply(m: Vec, xbc: Vec, dt: Vec, d: Vec, s: SsdShape): Float64Array {
+  const T = s.seq;
+  const y = new Float64Array(s.batch * T * s.dInner);
+  for (let b = 0; b < s.batch; b++) {
+    for (let t = 0; t < T; t++) {
+      const row = b * T + t;
+      for (let c = 0; c < s.dInner; c++) {
+        const h = Math.floor(c / s.headdim);
+        let acc = 0;
+        for (let u = 0; u <= t; u++) {
+          const src = b * T + u;
+          acc += m[((b * s.nheads + h) * T + t) * T + u] * dt[src * s.nheads + h] * xbc[src * s.convDim + c];
+        }
+        y[row * s.dInner + c] = acc + d[h] * xbc[row * s.convDim + c];
+      }
+    }
+  }
+  return y;
+}
+
+/**
+ * Gated RMSNorm (gate before norm), per group of dInner/ngroups channels:
+ *   g = y * silu(z),  out = g / sqrt(mean_group(g^2) + eps) * weight
+ * y (rows, dInner); z = zxbcdt[:, 0 : dInner] with row stride zStride; weight (dInner).
+ */
+export function gatedRmsnorm(
+  y: Vec,
+  zxbcdt: Vec,
+  weight: Vec,
+  s: { rows: number; dInner: number; ngroups: number; zStride: number; eps: number },
+): Float64Array {
+  const out = new Float64Array(s.rows * s.dInner);
+  const size = s.dInner / s.ngroups;
+  const gated = new Float64Array(size);
+  for (let r = 0; r < s.rows; r++) {
+    for (let g = 0; g < s.ngroups; g++) {
+      let ss = 0;
+      for (let i = 0; i < size; i++) {
+        const c = g * size + i;
+        gated[i] = y[r * s.dInner + c] * silu(zxbcdt[r * s.zStride + c]);
+        ss += gated[i] ** 2;
+      }
+      const scale = 1 / Math.sqrt(ss / size + s.eps);
+      for (let i = 0; i < size; i++) out[r * s.dInner + g * size + i] = gated[i] * scale * weight[g * size + i];
+    }
+  }
+  return out;
+}
+
+/** out (rows.length, dim) = x[rows]; x (any, dim) */
+export function gatherRows(rows: Vec, x: Vec, dim: number): Float64Array {
+  const out = new Float64Array(rows.length * dim);
+  for (let i = 0; i < rows.length; i++) {
+    for (let c = 0; c < dim; c++) out[i * dim + c] = x[rows[i] * dim + c];
+  }
+  return out;
+}
+
+// ---- the model ----
+
+/** layer -> edges (row, col), col <= row, knocked out of M in every head of that layer */
+export type Knockout = Map<number, [number, number][]>;
+
+/** Tensors by their checkpoint names (backbone.layers.{i}.mixer.in_proj.weight, ...). */
+export type Weights = Map<string, Vec>;
+
+/**
+ * Logits (T, vocabPadded) at every position of one prompt. Scan mode runs the recurrence;
+ * attention mode materialises M, with the knockout's edges zeroed (the D skip is not an edge).
+ */
+export function referenceForward(
+  weights: Weights,
+  cfg: ModelConfig,
+  ids: number[],
+  opts: { mode: "scan" | "attention"; knockout?: Knockout },
+): Float64Array {
+  if (opts.knockout?.size && opts.mode !== "attention") throw new Error("knockouts need attention mode");
+  const w = (name: string) => {
+    const v = weights.get(name);
+    if (!v) throw new Error(`reference: missing tensor ${name}`);
+    return v;
+  };
+  const T = ids.length, D = cfg.dModel, H = cfg.nheads;
+  const s: SsdShape = {
+    batch: 1,
+    seq: T,
+    nheads: H,
+    headdim: cfg.headdim,
+    dState: cfg.dState,
+    ngroups: cfg.ngroups,
+    convDim: cfg.convDim,
+    dInner: cfg.dInner,
+  };
+
+  const resid = embedding(w("backbone.embedding.weight"), D, ids); // (T, D)
+  for (let l = 0; l < cfg.nLayer; l++) {
+    const pre = `backbone.layers.${l}`;
+    // 1. hidden (T, D) = RMSNorm(residual)
+    const hidden = rmsnorm(resid, w(`${pre}.norm.weight`), T, D, NORM_EPS);
+    // 2. zxbcdt (T, dInProj) = in_proj(hidden): z (dInner) | xBC (convDim) | dt (H)
+    const zxbcdt = matmul(hidden, w(`${pre}.mixer.in_proj.weight`), T, cfg.dInProj, D);
+    // 3. xbc (T, convDim) = SiLU(causal conv1d(xBC)): x (dInner) | B (G*N) | C (G*N)
+    const xbc = conv1dSilu(zxbcdt, w(`${pre}.mixer.conv1d.weight`), w(`${pre}.mixer.conv1d.bias`), {
+      rows: T,
+      seq: T,
+      convDim: cfg.convDim,
+      dConv: cfg.dConv,
+      inStride: cfg.dInProj,
+      inOffset: cfg.dInner,
+    });
+    // 4. dt (T, H) = softplus(dt + dt_bias)
+    const dt = dtSoftplus(zxbcdt, w(`${pre}.mixer.dt_bias`), { rows: T, nheads: H, inStride: cfg.dInProj, inOffset: cfg.dInner + cfg.convDim });
+    // 5. A (H) = -exp(A_log)
+    const a = Array.from(w(`${pre}.mixer.A_log`), (v) => -Math.exp(v));
+    const dSkip = w(`${pre}.mixer.D`);
+    // 6. y (T, dInner) = SSD(x, dt, A, B, C) + D x
+    let y: Float64Array;
+    if (opts.mode === "scan") {
+      y = ssdScan(xbc, dt, a, dSkip, [T], s);
+    } else {
+      const gram = ssdGram(xbc, s); // SSD 1: (1, G, T, T)
+      let mask: Uint8Array | null = null; // (1, T, T)
+      for (const [row, col] of opts.knockout?.get(l) ?? []) (mask ??= new Uint8Array(T * T))[row * T + col] = 1;
+      const m = ssdAttentionMatrix(gram, dt, a, mask, s); // SSD 2: (1, H, T, T)
+      y = ssdAttentionApply(m, xbc, dt, dSkip, s); // SSD 3
+    }
+    // 7. yNorm (T, dInner) = RMSNorm_group(y * SiLU(z)) * weight
+    const yNorm = gatedRmsnorm(y, zxbcdt, w(`${pre}.mixer.norm.weight`), { rows: T, dInner: cfg.dInner, ngroups: cfg.ngroups, zStride: cfg.dInProj, eps: NORM_EPS });
+    // 8. residual += out_proj(yNorm)
+    matmul(yNorm, w(`${pre}.mixer.out_proj.weight`), T, D, cfg.dInner, { y: resid, accumulate: true });
+  }
+  // logits (T, vocabPadded) = lm_head(RMSNorm_f(residual)); lm_head is the embedding when tied
+  const normed = rmsnorm(resid, w("backbone.norm_f.weight"), T, D, NORM_EPS);
+  const head = cfg.tieEmbeddings || !weights.has("lm_head.weight") ? w("backbone.embedding.weight") : w("lm_head.weight");
+  return matmul(normed, head, T, cfg.vocabPadded, D);
+}
