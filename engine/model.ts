@@ -4,7 +4,7 @@
 //              edges (row, col) can be knocked out before it is applied.
 // Shapes: B prompts, right-padded to T; N = B*T rows; D = d_model; H = nheads; P = headdim.
 import type { ModelConfig } from "./config.ts";
-import type { Checkpoint } from "./checkpoint/mod.ts";
+import { type Checkpoint, expectModelTensors } from "./checkpoint/mod.ts";
 import { type Gpu, readBuffer, Recorder, storageBuffer, uploadBuffer } from "./gpu.ts";
 import type { TokenStats } from "./probs.ts";
 import { destroyWeight, Ops, type SsdShape, uploadWeight, type Weight } from "./ops.ts";
@@ -88,6 +88,7 @@ export class Mamba2Model {
   static async load(gpu: Gpu, ckpt: Checkpoint, opts: { dtype?: "f32" } = {}): Promise<Mamba2Model> {
     void opts;
     const cfg = ckpt.config;
+    expectModelTensors(ckpt); // a missing or misshapen tensor is named before anything is uploaded
     const ops = await Ops.create(gpu);
     const read = (name: string) => ckpt.readF32(name);
     const vec = async (name: string) => uploadBuffer(gpu, await read(name), name);

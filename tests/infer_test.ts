@@ -90,6 +90,15 @@ Deno.test("infer: bad input gives one line and a non-zero exit", async () => {
     assertEquals(lines.length, 1, `${args.join(" ")}: ${r.stderr}`);
     assert(re.test(lines[0]), `${args.join(" ")}: ${lines[0]}`);
   }
+  // weights that don't fit the config are named before anything runs
+  const dir = await Deno.makeTempDir();
+  const cfg = JSON.parse(await Deno.readTextFile(FIXTURE_DIR + "config.json"));
+  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify({ ...cfg, d_model: 96 }));
+  await Deno.copyFile(FIXTURE_DIR + "model.safetensors", `${dir}/model.safetensors`);
+  const misfit = await runDeno(["run", "-A", "engine/infer.ts", "--model", dir, "--ids", "1"]);
+  assert(misfit.code !== 0);
+  assertEquals(misfit.stderr.trim().split("\n").length, 1, misfit.stderr);
+  assert(/embedding\.weight' has shape \[50288, 64\] but config\.json implies \[50288, 96\]/.test(misfit.stderr), misfit.stderr);
   const missing = await runDeno(["run", "-A", "engine/infer.ts", "--model", "/nonexistent/model", "--ids", "1"]);
   assert(missing.code !== 0);
   assertEquals(missing.stderr.trim().split("\n").length, 1, missing.stderr);
