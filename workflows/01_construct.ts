@@ -145,7 +145,7 @@ export default defineStage({
               out = await runBatch(loaded.model, batch, mode);
             } catch (e) {
               // a lost device (driver reset, GPU fell off the bus): new device, same batch
-              if (!loaded.lost() || attempt >= MAX_DEVICE_RETRIES) throw e;
+              if (attempt >= MAX_DEVICE_RETRIES || !(await loaded.becameLost())) throw e;
             }
           }
           const fresh = out.filter((r) => !log.has(r.row));

@@ -14,6 +14,8 @@ export interface LoadedModel {
   adapterInfo: string;
   /** true once the device reported itself lost; the model must be reloaded */
   lost(): boolean;
+  /** after an error: wait up to `ms` for the device to report itself lost */
+  becameLost(ms?: number): Promise<boolean>;
 }
 
 export function openModel(id: string, opts: { offline?: boolean } = {}): Promise<Checkpoint> {
@@ -27,7 +29,15 @@ export async function loadModel(ckpt: Checkpoint): Promise<LoadedModel> {
     isLost = true;
   });
   const model = await Mamba2Model.load(gpu, ckpt);
-  return { model, gpu, adapterInfo: gpu.adapterInfo, lost: () => isLost };
+  const becameLost = async (ms = 200) => {
+    if (isLost) return true;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<void>((r) => timer = setTimeout(r, ms));
+    await Promise.race([gpu.device.lost, timeout]);
+    clearTimeout(timer);
+    return isLost;
+  };
+  return { model, gpu, adapterInfo: gpu.adapterInfo, lost: () => isLost, becameLost };
 }
 
 export function unloadModel(m: LoadedModel): void {

@@ -236,7 +236,7 @@ class Inputs {
         this.ckptError = errorLine(e);
         return undefined;
       }
-      throw new UserError(`cannot open model ${this.cfg.model}: ${errorLine(e)}`);
+      throw new UserError(aboutModel("cannot open model", this.cfg.model, errorLine(e)));
     }
     return this.ckpt;
   }
@@ -253,7 +253,7 @@ class Inputs {
     if (!ckpt) throw new UserError(`model ${this.cfg.model} is not available: ${this.ckptError}`);
     this.loading ??= loadModel(ckpt).catch((e) => {
       this.loading = undefined;
-      throw new UserError(`cannot load model ${this.cfg.model}: ${errorLine(e)}`);
+      throw new UserError(aboutModel("cannot load model", this.cfg.model, errorLine(e)));
     });
     this.loaded = await this.loading;
     return this.loaded;
@@ -271,6 +271,11 @@ class Inputs {
       // already closed
     }
   }
+}
+
+/** "cannot open model X: why", without naming X twice when the reason already does. */
+function aboutModel(what: string, model: string, why: string): string {
+  return why.includes(model) ? `${what}: ${why}` : `${what} ${model}: ${why}`;
 }
 
 function relOrAbs(p: string): string {
@@ -391,9 +396,8 @@ export async function runPipeline(all: StageDef[], flags: PipelineFlags, io: Pip
     if (dry) return 0;
 
     // run
-    await Deno.mkdir(runDir, { recursive: true });
-    await writeJsonAtomic(join(runDir, "config.json"), {
-      $comment: "effective configuration of the last pipeline run in this folder",
+    const effectiveConfig = {
+      $comment: "effective configuration of the last pipeline run in this folder (each stage's manifest.json has its own)",
       config: relOrAbs(cfg.configPath),
       model: cfg.model,
       dataset: relOrAbs(cfg.dataset),
@@ -401,8 +405,8 @@ export async function runPipeline(all: StageDef[], flags: PipelineFlags, io: Pip
       rows: rowsSpec,
       rowCount: rows.length,
       stages: cfg.stages,
-      stagesRun: toRun.map((p) => p.def.name),
-    });
+      stagesRun: [] as string[],
+    };
 
     const controller = new AbortController();
     let signals = 0;
@@ -422,10 +426,12 @@ export async function runPipeline(all: StageDef[], flags: PipelineFlags, io: Pip
       for (const p of toRun) {
         const def = p.def;
         const dir = join(runDir, def.name);
+        const t0 = performance.now();
+        // load the model before anything is written: a model that cannot be loaded leaves earlier outputs as they were
+        if (def.inputs.model) await inputs.model((m) => io.say(`${def.name}: ${m}`));
         await Deno.mkdir(dir, { recursive: true });
         await removeStaleTemps(dir);
         const workDir = join(dir, ".work");
-        const t0 = performance.now();
         const ctx: StageContext = {
           stage: def,
           params: cfg.stages[def.name],
@@ -493,6 +499,8 @@ export async function runPipeline(all: StageDef[], flags: PipelineFlags, io: Pip
         // the manifest comes last: it is what marks the outputs as finished
         await writeJsonAtomic(join(dir, "manifest.json"), manifest);
         await Deno.remove(workDir, { recursive: true }).catch(() => {});
+        effectiveConfig.stagesRun.push(def.name);
+        await writeJsonAtomic(join(runDir, "config.json"), effectiveConfig);
         const counts = Object.entries(ctx.counts).map(([k, v]) => `${k} ${v}`).join(", ");
         io.say(`${def.name}: done in ${wall.toFixed(1)} s${counts ? ` (${counts})` : ""}`);
       }

@@ -1,0 +1,45 @@
+// Shared by the pipeline tests: run `workflows/pipeline.ts` as a child process on the fixture model.
+import { join } from "node:path";
+import { runDeno } from "./helpers.ts";
+import { hashFile } from "../workflows/lib/hash.ts";
+
+export const FIXTURE = "tests/fixtures/mamba2-tiny";
+/** The stages these tests cover (later stages have tests of their own). */
+export const ONLY_01_02 = ["--only", "01_construct", "--only", "02_compare"];
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export async function pipeline(args: string[]): Promise<RunResult> {
+  const r = await runDeno(["run", "-A", "workflows/pipeline.ts", ...args]);
+  if (Deno.env.get("PIPELINE_TEST_VERBOSE")) console.log(r.stdout, r.stderr);
+  return r;
+}
+
+export async function stage(args: string[]): Promise<RunResult> {
+  return await runDeno(["run", "-A", "workflows/stage.ts", ...args]);
+}
+
+/** Every file under dir (relative path → sha256 and mtime), to show that nothing changed. */
+export async function snapshot(dir: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  const walk = async (d: string, rel: string) => {
+    const entries: Deno.DirEntry[] = [];
+    for await (const e of Deno.readDir(d)) entries.push(e);
+    entries.sort((a, b) => (a.name < b.name ? -1 : 1));
+    for (const e of entries) {
+      const p = join(d, e.name), r = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory) await walk(p, r);
+      else out[r] = `${await hashFile(p)} ${(await Deno.stat(p)).mtime?.getTime()}`;
+    }
+  };
+  await walk(dir, "");
+  return out;
+}
+
+export function describe(r: RunResult): string {
+  return `exit ${r.code}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
+}
