@@ -12,6 +12,8 @@ const COMMON = `  --config FILE        study configuration (default: study.confi
   --rows SPEC          dataset rows, e.g. 0-99,4342
   --limit N            the first N of the selected rows
   --set STAGE.P=V      override one stage parameter (repeatable), e.g. --set 01_construct.batchSize=8
+  --heatmap-prompts P  04_heatmap's prompts: study (default), all, rows like 4342,19230, or texts separated by |
+                       (the same as --set 04_heatmap.prompts=P)
   --force              rerun the selected stages even when up to date
   --dry-run            say what would run and why, run nothing
   --out DIR            run folder (default: outputs/<model>[_rows-SPEC])
@@ -66,6 +68,7 @@ export async function cli(args: string[], stages: StageDef[], mode: "pipeline" |
         rows: { type: "string" },
         limit: { type: "string" },
         set: { type: "string", multiple: true },
+        "heatmap-prompts": { type: "string" },
         only: { type: "string", multiple: true },
         from: { type: "string" },
         force: { type: "boolean" },
@@ -102,7 +105,7 @@ export async function cli(args: string[], stages: StageDef[], mode: "pipeline" |
     tokenizer: v.tokenizer,
     rows: v.rows,
     limit: v.limit,
-    set: v.set,
+    set: v["heatmap-prompts"] === undefined ? v.set : [...(v.set ?? []), `04_heatmap.prompts=${v["heatmap-prompts"]}`],
     only,
     from: v.from,
     force: v.force,

@@ -349,7 +349,7 @@ export async function runPipeline(all: StageDef[], flags: PipelineFlags, io: Pip
       else if (old.cacheKey !== key) {
         reasons = keyDiff(old, material);
         if (reasons.length === 0) reasons = ["cache key changed"];
-      } else reasons = await outputProblems(dir, old, outputsOf(def, params));
+      } else reasons = await outputProblems(dir, old, [...new Set([...outputsOf(def, params), ...Object.keys(old.outputs)])]);
       if (def.inputs.model && !inputs.ckpt) reasons.push(`model not downloaded yet (${inputs.ckptError})`);
       const upToDate = reasons.length === 0;
       const isSel = selected.has(def.name);
@@ -462,6 +462,7 @@ export async function runPipeline(all: StageDef[], flags: PipelineFlags, io: Pip
           log: (m) => io.say(`${def.name}: ${m}`),
           counts: {},
           info: {},
+          extraOutputs: [],
           signal: controller.signal,
           checkInterrupted: (done?: string) => {
             if (controller.signal.aborted) {
@@ -474,7 +475,7 @@ export async function runPipeline(all: StageDef[], flags: PipelineFlags, io: Pip
         await def.run(ctx);
         ctx.checkInterrupted();
         const outputs: Record<string, OutputRecord> = {};
-        for (const f of outputsOf(def, ctx.params)) {
+        for (const f of new Set([...outputsOf(def, ctx.params), ...(ctx.extraOutputs ?? [])])) {
           const path = join(dir, f);
           if (!(await exists(path))) throw new Error(`stage ${def.name} finished without writing ${f}`);
           outputs[f] = await outputRecord(path);

@@ -86,6 +86,11 @@ export interface StageContext<P extends Params = Params> {
   counts: Record<string, number>;
   /** free-form facts for the manifest (resumed rows, batch sizes, ...) */
   info: Record<string, unknown>;
+  /**
+   * output files known only after the run (e.g. one figure per prompt): relative names pushed here
+   * are recorded in the manifest and checked like the declared `outputs`
+   */
+  extraOutputs?: string[];
   /** aborted on Ctrl-C / SIGTERM: stop after saving what is finished */
   signal: AbortSignal;
   /** throws InterruptedError when the run has been asked to stop */
