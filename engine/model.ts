@@ -5,9 +5,9 @@
 // Shapes: B prompts, right-padded to T; N = B*T rows; D = d_model; H = nheads; P = headdim.
 import type { ModelConfig } from "./config.ts";
 import { type Checkpoint, expectModelTensors } from "./checkpoint/mod.ts";
-import { type Gpu, readBuffer, Recorder, storageBuffer, uploadBuffer } from "./gpu.ts";
+import { type Gpu, readBuffer, Recorder, storageBuffer, uploadBuffer, writeBuffer } from "./gpu.ts";
 import type { TokenStats } from "./probs.ts";
-import { destroyWeight, Ops, type SsdShape, uploadWeight, type Weight } from "./ops.ts";
+import { destroyWeight, type F16Kernel, Ops, type SsdShape, uploadWeight, type Weight, type WeightDtype } from "./ops.ts";
 
 export type Mode = "scan" | "attention";
 /** layer -> edges (row, col), col <= row, knocked out in every head of that layer */
@@ -61,6 +61,52 @@ export interface LayerBuffers {
 /** Called while recording each layer, after its SSD and before its residual update. */
 export type LayerTap = (rec: Recorder, layer: number, bufs: LayerBuffers) => void;
 
+export interface LoadOptions {
+  /**
+   * How the matrices (in_proj, out_proj, embedding / lm_head) are stored: "f32" (default) or
+   * "f16" (half the memory and the bytes each matmul reads; activations and accumulation stay
+   * f32). Norms, conv, dt_bias, A and D stay f32 either way.
+   */
+  dtype?: WeightDtype;
+  /** How kernels read f16 weights (engine/ops.ts F16Kernel); "packed" works on every adapter. */
+  f16Kernel?: F16Kernel;
+}
+
+/** GPU buffers kept from one forward to the next (grown when a batch needs more). */
+class Workspace {
+  private readonly bufs = new Map<string, GPUBuffer>();
+  private readonly staging = new Map<string, GPUBuffer>();
+  constructor(private readonly gpu: Gpu) {}
+
+  /** A storage buffer of at least `bytes` under `name`; its contents are whatever was left there. */
+  get(name: string, bytes: number): GPUBuffer {
+    const size = Math.max(16, Math.ceil(bytes / 4) * 4);
+    const hit = this.bufs.get(name);
+    if (hit && hit.size >= size) return hit;
+    hit?.destroy();
+    const b = storageBuffer(this.gpu, size, name);
+    this.bufs.set(name, b);
+    return b;
+  }
+
+  /** A MAP_READ buffer of at least `bytes` for reading results back. */
+  readback(name: string, bytes: number): GPUBuffer {
+    const size = Math.max(16, Math.ceil(bytes / 4) * 4);
+    const hit = this.staging.get(name);
+    if (hit && hit.size >= size) return hit;
+    hit?.destroy();
+    const b = this.gpu.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: name });
+    this.staging.set(name, b);
+    return b;
+  }
+
+  destroy(): void {
+    for (const b of [...this.bufs.values(), ...this.staging.values()]) b.destroy();
+    this.bufs.clear();
+    this.staging.clear();
+  }
+}
+
 export interface LayerWeights {
   norm: GPUBuffer; // (D)
   inProj: Weight; // (d_in_proj, D)
@@ -83,16 +129,27 @@ export class Mamba2Model {
     readonly lmHead: Weight,
     readonly layers: LayerWeights[],
     readonly normF: GPUBuffer,
-  ) {}
+    /** how the matrices are stored */
+    readonly dtype: WeightDtype = "f32",
+  ) {
+    this.work = new Workspace(gpu);
+  }
 
-  static async load(gpu: Gpu, ckpt: Checkpoint, opts: { dtype?: "f32" } = {}): Promise<Mamba2Model> {
-    void opts;
+  private readonly work: Workspace;
+  /** forwards run one at a time: they share the workspace */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  static async load(gpu: Gpu, ckpt: Checkpoint, opts: LoadOptions = {}): Promise<Mamba2Model> {
+    const dtype = opts.dtype ?? "f32";
+    if (dtype !== "f32" && dtype !== "f16") throw new InputError(`unknown dtype ${dtype}: use f32 or f16`);
     const cfg = ckpt.config;
     expectModelTensors(ckpt); // a missing or misshapen tensor is named before anything is uploaded
-    const ops = await Ops.create(gpu);
+    const ops = await Ops.create(gpu, { f16Kernel: opts.f16Kernel });
     const read = (name: string) => ckpt.readF32(name);
     const vec = async (name: string) => uploadBuffer(gpu, await read(name), name);
-    const mat = async (name: string, rows: number, cols: number) => uploadWeight(gpu, await read(name), rows, cols, name);
+    // matrices are read in their storage dtype (readF16 rounds f32 checkpoints to nearest even)
+    const mat = async (name: string, rows: number, cols: number) =>
+      uploadWeight(gpu, dtype === "f16" ? await ckpt.readF16(name) : await read(name), rows, cols, name, dtype);
 
     const embedding = await mat("backbone.embedding.weight", cfg.vocabPadded, cfg.dModel);
     const lmHead = cfg.tieEmbeddings || !ckpt.has("lm_head.weight")
@@ -117,7 +174,7 @@ export class Mamba2Model {
       });
     }
     const normF = await vec("backbone.norm_f.weight");
-    return new Mamba2Model(gpu, cfg, ops, embedding, lmHead, layers, normF);
+    return new Mamba2Model(gpu, cfg, ops, embedding, lmHead, layers, normF, dtype);
   }
 
   destroy(): void {
@@ -129,6 +186,12 @@ export class Mamba2Model {
       destroyWeight(l.outProj);
     }
     this.normF.destroy();
+    this.work.destroy();
+  }
+
+  /** Free the activation buffers kept between forwards (they are made again when needed). */
+  releaseWorkspace(): void {
+    this.work.destroy();
   }
 
   async forward(prompts: number[][], opts: ForwardOptions): Promise<Float32Array[]> {
@@ -225,20 +288,22 @@ export class Mamba2Model {
    * One padded batch in one pass (the caller keeps it within maxBatch); `tap` sees each layer's
    * buffers while they are recorded.
    */
-  async forwardBatch(prompts: number[][], knockouts: (Knockout | undefined)[], opts: ForwardOptions, tap?: LayerTap): Promise<ForwardResult> {
-    const c = this.config, gpu = this.gpu, ops = this.ops;
+  forwardBatch(prompts: number[][], knockouts: (Knockout | undefined)[], opts: ForwardOptions, tap?: LayerTap): Promise<ForwardResult> {
+    const run = this.queue.then(() => this.forwardBatchNow(prompts, knockouts, opts, tap));
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  private async forwardBatchNow(prompts: number[][], knockouts: (Knockout | undefined)[], opts: ForwardOptions, tap?: LayerTap): Promise<ForwardResult> {
+    const c = this.config, gpu = this.gpu, ops = this.ops, work = this.work;
     const B = prompts.length;
     const T = Math.max(...prompts.map((p) => p.length));
     const N = B * T;
-    const owned: GPUBuffer[] = [];
-    const buf = (bytes: number, label: string) => {
-      const b = storageBuffer(gpu, bytes, label);
-      owned.push(b);
-      return b;
-    };
+    const owned: GPUBuffer[] = []; // made for this call only
+    const buf = (bytes: number, label: string) => work.get(label, bytes);
     const upload = (data: Uint32Array, label: string) => {
-      const b = uploadBuffer(gpu, data, label);
-      owned.push(b);
+      const b = work.get(label, data.byteLength);
+      writeBuffer(gpu, b, data);
       return b;
     };
 
@@ -259,7 +324,8 @@ export class Mamba2Model {
       const attention = opts.mode === "attention";
       const gram = attention ? buf(B * c.ngroups * T * T * 4, "gram") : null; // (B, G, T, T)
       const mAttn = attention ? buf(B * c.nheads * T * T * 4, "attention") : null; // (B, H, T, T)
-      const captured = opts.captureResiduals ? buf(c.nLayer * N * c.dModel * 4, "captured") : null;
+      let captured: GPUBuffer | null = null;
+      if (opts.captureResiduals) owned.push(captured = storageBuffer(gpu, c.nLayer * N * c.dModel * 4, "captured"));
 
       const shape: SsdShape = {
         batch: B,
@@ -305,9 +371,8 @@ export class Mamba2Model {
         ops.matmul(rec, yNorm, w.outProj, resid, N, { accumulate: true });
         if (captured) rec.copy(resid, 0, captured, l * N * c.dModel * 4, N * c.dModel * 4);
       }
-      rec.submit();
-
-      const out = await this.readOutputs(resid, prompts, T, opts, owned);
+      // the outputs' first block goes in the same submission
+      const out = await this.readOutputs(rec, resid, prompts, T, opts);
       let residuals: Float32Array[][] | undefined;
       if (captured) {
         const all = new Float32Array(await readBuffer(gpu, captured, c.nLayer * N * c.dModel * 4));
@@ -317,8 +382,10 @@ export class Mamba2Model {
       }
       return { ...out, residuals };
     } finally {
-      await gpu.device.queue.onSubmittedWorkDone();
-      for (const b of owned) b.destroy();
+      if (owned.length) {
+        await gpu.device.queue.onSubmittedWorkDone();
+        for (const b of owned) b.destroy();
+      }
     }
   }
 
@@ -341,8 +408,8 @@ export class Mamba2Model {
    * norm_f and lm_head on the rows that are read (each prompt's last, or all real positions), in
    * blocks that fit a binding; with targets, only (max, lse, argmax, target logit) per row come back.
    */
-  private async readOutputs(resid: GPUBuffer, prompts: number[][], T: number, opts: ForwardOptions, owned: GPUBuffer[]): Promise<ForwardResult> {
-    const c = this.config, gpu = this.gpu, V = c.vocabPadded;
+  private async readOutputs(first: Recorder, resid: GPUBuffer, prompts: number[][], T: number, opts: ForwardOptions): Promise<ForwardResult> {
+    const c = this.config, gpu = this.gpu, V = c.vocabPadded, work = this.work;
     const allPositions = opts.allPositions ?? false;
     const rows: number[] = [];
     prompts.forEach((p, b) => {
@@ -353,17 +420,18 @@ export class Mamba2Model {
     const width = targets ? 4 : V; // floats read back per row
     const out = new Float32Array(rows.length * width);
     const blockRows = Math.max(1, Math.min(rows.length, Math.floor(gpu.maxBinding / (V * 4))));
-    const rowIdx = storageBuffer(gpu, blockRows * 4, "row_index");
-    const picked = storageBuffer(gpu, blockRows * c.dModel * 4, "picked");
-    const normed = storageBuffer(gpu, blockRows * c.dModel * 4, "normed");
-    const logits = storageBuffer(gpu, blockRows * V * 4, "logits");
-    const targetBuf = storageBuffer(gpu, blockRows * 4, "targets");
-    const stats = storageBuffer(gpu, blockRows * 16, "stats");
-    owned.push(rowIdx, picked, normed, logits, targetBuf, stats);
+    const rowIdx = work.get("row_index", blockRows * 4);
+    const picked = work.get("picked", blockRows * c.dModel * 4);
+    const normed = work.get("normed", blockRows * c.dModel * 4);
+    const logits = work.get("logits", blockRows * V * 4);
+    const targetBuf = work.get("targets", blockRows * 4);
+    const stats = work.get("stats", blockRows * 16);
+    const staging = work.readback("readback", blockRows * width * 4);
     for (let r0 = 0; r0 < rows.length; r0 += blockRows) {
       const n = Math.min(blockRows, rows.length - r0);
+      // queued writes land before the submission that follows them, whichever recorder it is
       gpu.device.queue.writeBuffer(rowIdx, 0, Uint32Array.from(rows.slice(r0, r0 + n)));
-      const rec = new Recorder(gpu);
+      const rec = r0 === 0 ? first : new Recorder(gpu);
       this.ops.gatherRows(rec, rowIdx, resid, picked, n, c.dModel);
       this.ops.rmsnorm(rec, picked, this.normF, normed, n, c.dModel, NORM_EPS);
       this.ops.matmul(rec, normed, this.lmHead, logits, n);
@@ -371,8 +439,12 @@ export class Mamba2Model {
         gpu.device.queue.writeBuffer(targetBuf, 0, Uint32Array.from(targets.slice(r0, r0 + n)));
         this.ops.rowStats(rec, logits, targetBuf, stats, { rows: n, vocab: c.vocabSize, stride: V });
       }
+      const bytes = n * width * 4;
+      rec.copy(targets ? stats : logits, 0, staging, 0, Math.ceil(bytes / 4) * 4);
       rec.submit();
-      out.set(new Float32Array(await readBuffer(gpu, targets ? stats : logits, n * width * 4)), r0 * width);
+      await staging.mapAsync(GPUMapMode.READ, 0, Math.ceil(bytes / 4) * 4);
+      out.set(new Float32Array(staging.getMappedRange(0, Math.ceil(bytes / 4) * 4).slice(0, bytes)), r0 * width);
+      staging.unmap();
     }
     if (targets) return { logits: [], stats: statsFromRows(out, prompts.length) };
     const result: Float32Array[] = [];

@@ -1,34 +1,131 @@
 // One method per WGSL kernel: argument shapes in, dispatch recorded. The model composes these.
-import { type Gpu, kernel, Recorder, storageBuffer, writeBuffer } from "./gpu.ts";
+import { type Gpu, GpuError, kernel, Recorder, storageBuffer, writeBuffer } from "./gpu.ts";
+import { float32ToHalf, halfToFloat32 } from "./checkpoint/dtype.ts";
 
-/** A (rows, cols) f32 matrix split into row chunks that each fit one storage binding. */
+/**
+ * How a weight matrix is stored: f32, or IEEE half (converted to f32 as the kernels load it;
+ * activations and accumulation stay f32).
+ */
+export type WeightDtype = "f32" | "f16";
+/**
+ * How the kernels read f16 weights: "native" as f16 values (needs the adapter's shader-f16),
+ * "packed" as u32 pairs unpacked with unpack2x16float (any adapter). Same bytes either way.
+ */
+export type F16Kernel = "native" | "packed";
+
+/**
+ * A (rows, cols) matrix split into row chunks that each fit one storage binding. f32 rows are
+ * stored as they are (stride = cols); f16 rows are padded with zeros to a multiple of 8 halves.
+ */
 export interface Weight {
   rows: number;
   cols: number;
+  dtype: WeightDtype;
+  /** stored row length, in weights */
+  stride: number;
   chunks: { buffer: GPUBuffer; rowStart: number; rows: number }[];
 }
 
-export function uploadWeight(gpu: Gpu, data: Float32Array, rows: number, cols: number, label: string): Weight {
+/**
+ * Upload a row-major (rows, cols) matrix given as f32 values or as IEEE half bits; `dtype` is
+ * how it is stored on the GPU (default: as given), converting if needed.
+ */
+export function uploadWeight(
+  gpu: Gpu,
+  data: Float32Array | Uint16Array,
+  rows: number,
+  cols: number,
+  label: string,
+  dtype: WeightDtype = data instanceof Uint16Array ? "f16" : "f32",
+): Weight {
   if (data.length !== rows * cols) throw new Error(`${label}: expected ${rows}x${cols} values, got ${data.length}`);
-  const rowsPerChunk = Math.max(1, Math.floor(gpu.maxBinding / (cols * 4)));
+  let src: Float32Array | Uint16Array = data;
+  if (dtype === "f32" && data instanceof Uint16Array) src = halfToFloat32(data);
+  if (dtype === "f16" && data instanceof Float32Array) src = float32ToHalf(data);
+  const stride = dtype === "f16" ? Math.ceil(cols / 8) * 8 : cols;
+  const bytesPerRow = stride * (dtype === "f16" ? 2 : 4);
+  const rowsPerChunk = Math.max(1, Math.floor(gpu.maxBinding / bytesPerRow));
   const chunks: Weight["chunks"] = [];
   for (let r0 = 0; r0 < rows; r0 += rowsPerChunk) {
     const n = Math.min(rowsPerChunk, rows - r0);
-    const buffer = storageBuffer(gpu, n * cols * 4, `${label}[${r0}:${r0 + n}]`);
-    writeBuffer(gpu, buffer, data.subarray(r0 * cols, (r0 + n) * cols));
+    // f16 rows are whole 16-byte elements; f32 rows are when the tiled kernel reads them (cols % 8 == 0)
+    const buffer = storageBuffer(gpu, n * bytesPerRow, `${label}[${r0}:${r0 + n}]`);
+    if (stride === cols) {
+      writeBuffer(gpu, buffer, src.subarray(r0 * cols, (r0 + n) * cols));
+    } else {
+      const padded = new Uint16Array(n * stride);
+      for (let r = 0; r < n; r++) padded.set(src.subarray((r0 + r) * cols, (r0 + r + 1) * cols) as Uint16Array, r * stride);
+      writeBuffer(gpu, buffer, padded);
+    }
     chunks.push({ buffer, rowStart: r0, rows: n });
   }
-  return { rows, cols, chunks };
+  return { rows, cols, dtype, stride, chunks };
 }
 
 export function destroyWeight(w: Weight): void {
   for (const c of w.chunks) c.buffer.destroy();
 }
 
+/** Bytes a weight occupies on the GPU. */
+export function weightBytes(w: Weight): number {
+  return w.rows * w.stride * (w.dtype === "f16" ? 2 : 4);
+}
+
+/**
+ * A matmul kernel configuration: the generic kernel (matmul.wgsl, any k), or the register-blocked
+ * one (matmul_tiled.wgsl, k a multiple of 8) with R rows x 4*NC columns per invocation and WG
+ * invocations per workgroup.
+ */
+export type MatmulPlan = { kind: "generic" } | { kind: "tiled"; R: number; NC: number; WG: number };
+
+/**
+ * The kernel for an (m x k) @ (n x k)^T product. Measured on lavapipe (where a load costs
+ * about 25 multiply-adds): one-row products are bound by the weight loads, so a lane takes
+ * 8 weight rows and the workgroups are kept small enough to spread over the cores; many rows
+ * take the largest register block that still pays (16 x 8).
+ */
+export function matmulPlan(m: number, n: number, k: number): MatmulPlan {
+  if (k % 8 !== 0) return { kind: "generic" };
+  const R = m <= 1 ? 1 : m <= 2 ? 2 : m <= 4 ? 4 : m <= 8 ? 8 : 16;
+  const NC = 2;
+  // enough workgroups for the cores to share: at least 16 along n where the shape allows
+  let WG = 64;
+  while (WG > 16 && Math.ceil(n / (4 * NC * WG)) * Math.ceil(m / R) < 16) WG /= 2;
+  return { kind: "tiled", R, NC, WG };
+}
+
+/** Expand a matmul_tiled.wgsl-style template (see its header) for one register block. */
+export function expandTemplate(src: string, c: { R: number; NC: number; WG: number }): string {
+  const out: string[] = [];
+  for (const line of src.split("\n")) {
+    const rs = line.includes("{r}") ? Array.from({ length: c.R }, (_, i) => i) : [-1];
+    const js = line.includes("{j}") ? Array.from({ length: c.NC }, (_, i) => i) : [-1];
+    for (const r of rs) {
+      for (const j of js) {
+        out.push(
+          line.replaceAll("{r}", String(r)).replaceAll("{j}", String(j)).replaceAll("{R}", String(c.R))
+            .replaceAll("{NC}", String(c.NC)).replaceAll("{C}", String(4 * c.NC)).replaceAll("{WG}", String(c.WG)),
+        );
+      }
+    }
+  }
+  return out.join("\n");
+}
+
+const sourceCache = new Map<string, Promise<string>>();
+function kernelSource(name: string): Promise<string> {
+  let s = sourceCache.get(name);
+  if (!s) sourceCache.set(name, s = Deno.readTextFile(new URL(`../kernels/${name}.wgsl`, import.meta.url)));
+  return s;
+}
+
+type WeightFlavour = "f32" | "f16" | "f16packed";
+const matmulCache = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
+
 const KERNELS = [
   "embedding",
+  "embedding_f16",
   "rmsnorm",
-  "matmul",
   "conv1d_silu",
   "dt_softplus",
   "ssd_scan",
@@ -59,23 +156,100 @@ export interface SsdShape {
   dInner: number;
 }
 
-export class Ops {
-  private constructor(readonly gpu: Gpu, private readonly pipes: Map<KernelName, GPUComputePipeline>) {}
+export interface OpsOptions {
+  /** how f16 weights are read (default: "packed" — see f16KernelDefault) */
+  f16Kernel?: F16Kernel;
+}
 
-  static async create(gpu: Gpu): Promise<Ops> {
+/**
+ * The f16 weight reader used unless asked otherwise: "packed". Both readers see the same bytes;
+ * on lavapipe a 32-bit load of two packed halves costs what a 16-bit load of one costs, so
+ * "packed" measured about 2x faster there (bench/), and on GPUs the two are alike. "native"
+ * stays available (`f16Kernel: "native"`) where the adapter has shader-f16.
+ */
+export function f16KernelDefault(_gpu: Gpu): F16Kernel {
+  return "packed";
+}
+
+export class Ops {
+  readonly f16Kernel: F16Kernel;
+  private constructor(
+    readonly gpu: Gpu,
+    private readonly pipes: Map<KernelName, GPUComputePipeline>,
+    private readonly sources: Map<string, string>,
+    opts: OpsOptions,
+  ) {
+    this.f16Kernel = opts.f16Kernel ?? f16KernelDefault(gpu);
+    if (this.f16Kernel === "native" && !gpu.hasF16) {
+      throw new GpuError("f16Kernel native needs the adapter's shader-f16 feature, which it lacks: use packed");
+    }
+  }
+
+  static async create(gpu: Gpu, opts: OpsOptions = {}): Promise<Ops> {
     const pipes = new Map<KernelName, GPUComputePipeline>();
     await Promise.all(KERNELS.map(async (k) => pipes.set(k, await kernel(gpu, k))));
-    return new Ops(gpu, pipes);
+    const sources = new Map<string, string>();
+    const names = ["matmul", "matmul_tiled", "matmul_weights_f32", "matmul_weights_f32_scalar", "matmul_weights_f16packed", "matmul_weights_f16"];
+    await Promise.all(names.map(async (n) => sources.set(n, await kernelSource(n))));
+    const ops = new Ops(gpu, pipes, sources, opts);
+    // matmul pipelines are compiled on first use (per shape class); check the sources once here
+    const flavours: WeightFlavour[] = gpu.hasF16 ? ["f32", "f16packed", "f16"] : ["f32", "f16packed"];
+    for (const f of flavours) {
+      for (const body of ["matmul", "matmul_tiled"]) {
+        const code = ops.matmulSourceFor(body, f, { R: 1, NC: 1, WG: 64 });
+        const info = await gpu.device.createShaderModule({ code }).getCompilationInfo();
+        const errors = info.messages.filter((m) => m.type === "error");
+        if (errors.length) throw new GpuError(`kernels/${body}.wgsl (${f}): ${errors.map((m) => `${m.lineNum}:${m.linePos} ${m.message}`).join("; ")}`);
+      }
+    }
+    return ops;
   }
 
   private p(name: KernelName) {
     return this.pipes.get(name)!;
   }
 
+  private matmulSourceFor(body: string, flavour: WeightFlavour, c: { R: number; NC: number; WG: number }): string {
+    // the generic kernel reads f32 weights one by one (their rows need not fill whole vec4)
+    const weights = this.sources.get(`matmul_weights_${flavour}${flavour === "f32" && body === "matmul" ? "_scalar" : ""}`)!;
+    let code = this.sources.get(body)!;
+    if (body === "matmul_tiled") code = expandTemplate(code, c);
+    return (flavour === "f16" ? "enable f16;\n" : "") + weights + "\n" + code;
+  }
+
+  private flavour(w: Weight): WeightFlavour {
+    return w.dtype === "f32" ? "f32" : this.f16Kernel === "native" ? "f16" : "f16packed";
+  }
+
+  /** The compiled kernel of a plan for weights like `w` (compiled on first use, then cached per device). */
+  matmulPipeline(w: Weight, plan: MatmulPlan): GPUComputePipeline {
+    const flavour = this.flavour(w);
+    const key = plan.kind === "generic" ? `generic:${flavour}` : `tiled:${flavour}:${plan.R}:${plan.NC}:${plan.WG}`;
+    let cache = matmulCache.get(this.gpu.device);
+    if (!cache) matmulCache.set(this.gpu.device, cache = new Map());
+    let pipe = cache.get(key);
+    if (!pipe) {
+      const code = plan.kind === "generic" ? this.matmulSourceFor("matmul", flavour, { R: 1, NC: 1, WG: 64 }) : this.matmulSourceFor("matmul_tiled", flavour, plan);
+      const module = this.gpu.device.createShaderModule({ code, label: key });
+      pipe = this.gpu.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" }, label: key });
+      cache.set(key, pipe);
+    }
+    return pipe;
+  }
+
   /** out (n, d_model) = table[ids] */
   embed(rec: Recorder, ids: GPUBuffer, n: number, table: Weight, out: GPUBuffer) {
     for (const c of table.chunks) {
-      rec.dispatch(this.p("embedding"), [{ u: n }, { u: table.cols }, { u: c.rowStart }, { u: c.rows }], [ids, c.buffer, out], groups(n * table.cols));
+      if (table.dtype === "f16") {
+        rec.dispatch(
+          this.p("embedding_f16"),
+          [{ u: n }, { u: table.cols }, { u: c.rowStart }, { u: c.rows }, { u: table.stride }, { u: 0 }, { u: 0 }, { u: 0 }],
+          [ids, c.buffer, out],
+          groups(n * table.cols),
+        );
+      } else {
+        rec.dispatch(this.p("embedding"), [{ u: n }, { u: table.cols }, { u: c.rowStart }, { u: c.rows }], [ids, c.buffer, out], groups(n * table.cols));
+      }
     }
   }
 
@@ -84,16 +258,40 @@ export class Ops {
     rec.dispatch(this.p("rmsnorm"), [{ u: rows }, { u: dim }, { f: eps }, { u: 0 }], [x, weight, out], rows);
   }
 
-  /** y[:, yCol : yCol + w.rows] (+)= x (m, w.cols) @ w^T */
-  matmul(rec: Recorder, x: GPUBuffer, w: Weight, y: GPUBuffer, m: number, opts: { accumulate?: boolean; yStride?: number; yCol?: number } = {}) {
+  /**
+   * y[:, yCol : yCol + w.rows] (+)= x (m, w.cols) @ w^T, one dispatch per weight chunk; the
+   * kernel is chosen by shape (matmulPlan) unless `plan` is given.
+   */
+  matmul(
+    rec: Recorder,
+    x: GPUBuffer,
+    w: Weight,
+    y: GPUBuffer,
+    m: number,
+    opts: { accumulate?: boolean; yStride?: number; yCol?: number; plan?: MatmulPlan } = {},
+  ) {
+    if (m === 0) return;
     const yStride = opts.yStride ?? w.rows;
     for (const c of w.chunks) {
-      rec.dispatch(
-        this.p("matmul"),
-        [{ u: m }, { u: c.rows }, { u: w.cols }, { u: yStride }, { u: (opts.yCol ?? 0) + c.rowStart }, { u: opts.accumulate ? 1 : 0 }, { u: 0 }, { u: 0 }],
-        [x, c.buffer, y],
-        [Math.ceil(c.rows / 64), Math.ceil(m / 64), 1],
-      );
+      const plan = opts.plan ?? matmulPlan(m, c.rows, w.cols);
+      const pipe = this.matmulPipeline(w, plan);
+      const yCol = (opts.yCol ?? 0) + c.rowStart;
+      const acc = opts.accumulate ? 1 : 0;
+      if (plan.kind === "generic") {
+        rec.dispatch(
+          pipe,
+          [{ u: m }, { u: c.rows }, { u: w.cols }, { u: w.stride }, { u: yStride }, { u: yCol }, { u: acc }, { u: 0 }],
+          [x, c.buffer, y],
+          groups(m * c.rows),
+        );
+      } else {
+        rec.dispatch(
+          pipe,
+          [{ u: m }, { u: c.rows }, { u: w.cols / 8 }, { u: w.stride / 8 }, { u: yStride }, { u: yCol }, { u: acc }, { u: 0 }],
+          [x, c.buffer, y],
+          [Math.ceil(c.rows / (4 * plan.NC * plan.WG)), Math.ceil(m / plan.R), 1],
+        );
+      }
     }
   }
 
