@@ -272,6 +272,10 @@ export default defineStage<HeatmapParams>({
       col("hit", "BOOLEAN"),
     ], { "mamba_explain.stage": "04_heatmap", "mamba_explain.cache_key": ctx.cacheKey });
 
+    // figures of an earlier run in this folder (other prompts) would be mistaken for this run's
+    for await (const e of Deno.readDir(ctx.dir)) {
+      if (e.isFile && /^heatmap_row\d+\.(png|svg|vl\.json)$/.test(e.name)) await Deno.remove(join(ctx.dir, e.name));
+    }
     const model = up.manifest.inputs.model?.id ?? "?";
     const figures: string[] = [];
     const md = [`# Heatmaps: blocking last → one position over windows of ${P.k} layers`, ``, `Model \`${model}\`.`, ``];
