@@ -91,8 +91,7 @@ async function benchPrompts(n: number): Promise<BenchPrompt[]> {
 }
 
 /** The synthetic checkpoint; a final norm the generator has no recipe for is filled with ones. */
-async function benchCheckpoint(shape: string): Promise<Checkpoint> {
-  const config = syntheticConfig(shape);
+async function benchCheckpoint(config: ModelConfig): Promise<Checkpoint> {
   const ckpt = syntheticCheckpoint(config, 0);
   const normF = "backbone.norm_f.weight";
   try {
@@ -123,8 +122,13 @@ export interface ShapeResult {
   flops: { fast: number; full: number }; // per prompt
 }
 
+/** The synthetic model of a bench shape; `tiny` (the quick run) is a 12-layer, d_model 128 model. */
+export function benchConfig(shape: string): ModelConfig {
+  return shape === "tiny" ? syntheticConfig("mamba2-130m", { d_model: 128, n_layer: 12 }) : syntheticConfig(shape);
+}
+
 export async function benchShape(gpu: Gpu, shape: string, opts: { prompts: number; fullForwards: number }): Promise<ShapeResult> {
-  const ckpt = await benchCheckpoint(shape);
+  const ckpt = await benchCheckpoint(benchConfig(shape));
   const model = await Mamba2Model.load(gpu, ckpt);
   try {
     const c = model.config;
@@ -181,7 +185,7 @@ export async function benchShape(gpu: Gpu, shape: string, opts: { prompts: numbe
 export function rowsOf(r: ShapeResult, adapter: string): BenchRow[] {
   const n = r.knockoutsPerPrompt;
   const fullS = r.fullPerForwardS * n;
-  const what = `${r.shape} shape (random weights), k=${K}: 3 blocks × ${n / 3} windows = ${n} knockouts per prompt, ` +
+  const what = `${r.shape === "tiny" ? "tiny (d_model 128, 12 layers)" : r.shape} shape (random weights), k=${K}: 3 blocks × ${n / 3} windows = ${n} knockouts per prompt, ` +
     `${r.meanTokens.toFixed(1)} tokens on average`;
   return [
     {
@@ -207,7 +211,9 @@ export function rowsOf(r: ShapeResult, adapter: string): BenchRow[] {
 }
 
 export interface KnockoutBenchOptions {
+  /** a tiny synthetic model only (smoke test: the code runs, the numbers mean little) */
   quick: boolean;
+  /** default: mamba2-130m and mamba2-1.3b (`tiny` when quick) */
   shapes?: readonly string[];
   /** prompts whose sweeps go through the fast path together (default: 1 for the 1.3b shape, 4 otherwise; 1 when quick) */
   prompts?: number;
@@ -217,7 +223,7 @@ export interface KnockoutBenchOptions {
 
 export async function benchKnockout(gpu: Gpu, opts: KnockoutBenchOptions): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
-  for (const shape of opts.shapes ?? SHAPES) {
+  for (const shape of opts.shapes ?? (opts.quick ? ["tiny"] : SHAPES)) {
     const big = shape === "mamba2-1.3b";
     const r = await benchShape(gpu, shape, {
       prompts: opts.prompts ?? (opts.quick || big ? 1 : 4),
