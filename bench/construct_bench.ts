@@ -1,0 +1,96 @@
+// Throughput of 01_construct (prompts/s, each prompt in scan and attention mode) on a synthetic
+// model of mamba2-130m's shape (random weights made here, nothing downloaded), batched against
+// one prompt at a time, in the same run on the same device. The prompts are the first CounterFact
+// rows, so their lengths are the study's.
+//   deno run -A bench/construct_bench.ts [--prompts N] [--single N] [--batch B] [--shape mamba2-130m]
+// `benchConstruct()` gives the rows to `deno task bench`.
+
+import { parseArgs } from "node:util";
+import type { Checkpoint } from "../engine/checkpoint/mod.ts";
+import { createGpu } from "../engine/gpu.ts";
+import { Mamba2Model } from "../engine/model.ts";
+import { syntheticCheckpoint, syntheticConfig } from "../engine/synthetic.ts";
+import { loadTokenizer } from "../engine/tokenizer.ts";
+import { MODES, makeBatches, type PromptItem, runBatch, tokenizeRows } from "../workflows/01_construct.ts";
+import { readParquet } from "../workflows/lib/parquet.ts";
+
+export interface BenchRow {
+  name: string;
+  value: number;
+  unit: string;
+  note?: string;
+}
+
+export interface ConstructBenchOptions {
+  prompts?: number; // CounterFact rows for the batched run (default 16)
+  singlePrompts?: number; // the first of them, run one at a time (default 4: on a CPU driver each takes long)
+  batchSize?: number; // 01_construct's batchSize for the batched run (default: the study's 16)
+  shape?: string; // synthetic model shape (default mamba2-130m)
+}
+
+async function timeConstruct(model: Mamba2Model, items: PromptItem[], batchSize: number): Promise<number> {
+  const t0 = performance.now();
+  for (const mode of MODES) {
+    for (const batch of makeBatches(items, batchSize)) await runBatch(model, batch, mode);
+  }
+  return (performance.now() - t0) / 1000;
+}
+
+/** The synthetic checkpoint; a final norm the generator has no recipe for is filled with ones. */
+async function benchCheckpoint(shape: string): Promise<Checkpoint> {
+  const config = syntheticConfig(shape);
+  const ckpt = syntheticCheckpoint(config, 0);
+  const normF = "backbone.norm_f.weight";
+  try {
+    await ckpt.readF32(normF);
+    return ckpt;
+  } catch {
+    return { ...ckpt, readF32: (name: string) => name === normF ? Promise.resolve(new Float32Array(config.dModel).fill(1)) : ckpt.readF32(name) };
+  }
+}
+
+export async function benchConstruct(opts: ConstructBenchOptions = {}): Promise<BenchRow[]> {
+  const n = opts.prompts ?? 16;
+  const nSingle = Math.min(n, opts.singlePrompts ?? 4);
+  const batchSize = opts.batchSize ?? 16;
+  const shape = opts.shape ?? "mamba2-130m";
+  const dataset = await readParquet(new URL("../data/counterfact-tracing.parquet", import.meta.url).pathname, {
+    rowEnd: n,
+    columns: ["prompt", "target_true"],
+  });
+  const tok = await loadTokenizer();
+  const items = tokenizeRows(tok, dataset.rows.map((_, i) => i), dataset.rows);
+  const gpu = await createGpu();
+  const model = await Mamba2Model.load(gpu, await benchCheckpoint(shape));
+  try {
+    // warm-up: every pipeline compiled once
+    for (const mode of MODES) await runBatch(model, items.slice(0, 1), mode);
+    const batched = n / await timeConstruct(model, items, batchSize);
+    const single = nSingle / await timeConstruct(model, items.slice(0, nSingle), 1);
+    const tokens = items.reduce((s, it) => s + it.ids.length, 0);
+    const note = `${shape} shape, random weights; ${n} CounterFact prompts (${(tokens / n).toFixed(1)} tokens on average), ` +
+      `each in scan and attention mode; ${gpu.adapterInfo}`;
+    return [
+      { name: `01_construct, batches of ${batchSize}`, value: batched, unit: "prompts/s", note },
+      { name: "01_construct, one prompt at a time", value: single, unit: "prompts/s", note: `the first ${nSingle} of the same prompts` },
+      { name: "01_construct, batching speed-up", value: batched / single, unit: "x" },
+    ];
+  } finally {
+    model.destroy();
+    gpu.device.destroy();
+  }
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: { prompts: { type: "string" }, single: { type: "string" }, batch: { type: "string" }, shape: { type: "string" } },
+  });
+  const rows = await benchConstruct({
+    prompts: values.prompts ? Number(values.prompts) : undefined,
+    singlePrompts: values.single ? Number(values.single) : undefined,
+    batchSize: values.batch ? Number(values.batch) : undefined,
+    shape: values.shape,
+  });
+  for (const r of rows) console.log(`${r.name}: ${r.value.toFixed(2)} ${r.unit}${r.note ? `  (${r.note})` : ""}`);
+}
