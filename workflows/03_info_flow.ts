@@ -249,7 +249,7 @@ export function infoFlowFigure(
     scale: { domain: [0, Math.max(0, opts.nLayer - (opts.convention === "start" ? opts.k : 1))], nice: false },
     axis: { tickMinStep: 1, format: "d" },
   };
-  const panel = (field: "accuracy" | "change", title: string, rule: number, ruleLabel: string) => ({
+  const panel = (field: "accuracy" | "change", title: string, rule: number, ruleLabel: string, labelAbove = false) => ({
     width: 360,
     height: 240,
     title: { text: title, anchor: "start", fontSize: 12 },
@@ -289,7 +289,7 @@ export function infoFlowFigure(
         encoding: { y: { datum: rule, type: "quantitative" } },
       },
       {
-        mark: { type: "text", align: "left", baseline: "top", dx: 4, dy: 4, fontSize: 10, color: "#666" },
+        mark: { type: "text", align: "left", baseline: labelAbove ? "bottom" : "top", dx: 4, dy: labelAbove ? -4 : 4, fontSize: 10, color: "#666" },
         encoding: { x: { datum: 0, type: "quantitative" }, y: { datum: rule, type: "quantitative" }, text: { value: ruleLabel } },
       },
     ],
@@ -303,7 +303,7 @@ export function infoFlowFigure(
     },
     data: { values },
     hconcat: [
-      panel("accuracy", "Accuracy (target still the top prediction)", baseAcc, `no knockout: ${baseAcc.toFixed(1)} %`),
+      panel("accuracy", "Accuracy (target still the top prediction)", baseAcc, `no knockout: ${baseAcc.toFixed(1)} %`, baseAcc < 50),
       panel("change", `Relative change of ${tLabel}`, 0, "no change"),
     ],
     config: { legend: { orient: "bottom", labelFontSize: 11, titleFontSize: 11, symbolOpacity: 1, symbolType: "stroke", symbolStrokeWidth: 3 } },

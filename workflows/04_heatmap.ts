@@ -100,7 +100,7 @@ export function heatmapFigure(p: HeatmapPrompt, cells: HeatmapCell[], opts: { k:
     relative_change: c.relative_change,
   }));
   const nWindows = opts.nLayer - opts.k + 1;
-  const cell = nWindows > 30 ? 14 : nWindows > 15 ? 22 : 34;
+  const cell = Math.max(14, Math.min(48, Math.ceil(320 / nWindows))); // the plot at least ~320 px wide
   return {
     $schema: "https://vega.github.io/schema/vega-lite/v6.json",
     title: {
@@ -119,7 +119,7 @@ export function heatmapFigure(p: HeatmapPrompt, cells: HeatmapCell[], opts: { k:
       x: {
         field: "window_start",
         type: "ordinal",
-        title: `window start layer l (window of ${opts.k} layers)`,
+        title: `window start layer l (k = ${opts.k} layers)`,
         axis: { labelAngle: 0, labelExpr: nWindows > 30 ? "datum.value % 5 === 0 ? datum.label : ''" : "datum.label" },
       },
       y: {
@@ -133,7 +133,7 @@ export function heatmapFigure(p: HeatmapPrompt, cells: HeatmapCell[], opts: { k:
         type: "quantitative",
         title: `p(${JSON.stringify(p.target)})`,
         scale: { scheme: "viridis" },
-        legend: { format: Math.max(...cells.map((c) => c.true_prob)) < 1e-3 ? ".3~e" : ".3~g", gradientLength: 180 },
+        legend: { format: Math.max(...cells.map((c) => c.true_prob)) < 1e-3 ? ".3~e" : ".3~g", gradientLength: Math.max(60, Math.min(180, 22 * p.tokens.length)) },
       },
       tooltip: [
         { field: "token" },
