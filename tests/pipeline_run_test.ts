@@ -188,6 +188,16 @@ Deno.test("pipeline on the fixture model: outputs, values, cache", async (t) => 
     assert(quiet.stdout.includes("nothing to do"), describe(quiet));
   });
 
+  await t.step("--from reruns that stage and later ones, not earlier ones", async () => {
+    const args = ["--model", FIXTURE, "--rows", ROW_SPEC, "--out", out, "--set", "01_construct.batchSize=2"];
+    const before = await snapshot(construct);
+    const r = await pipeline([...args, "--from", "02_compare", "--dry-run"]);
+    assertEquals(r.code, 0, describe(r));
+    assert(r.stdout.includes("02_compare: would run: forced (--from 02_compare)"), describe(r));
+    assert(!r.stdout.includes("01_construct:"), describe(r));
+    assertEquals(await snapshot(construct), before);
+  });
+
   await t.step("a modified output is noticed and remade", async () => {
     const args = [...base, "--set", "01_construct.batchSize=2"];
     await Deno.writeTextFile(join(compare, "summary.md"), "edited by hand\n");

@@ -111,21 +111,15 @@ export function summaryMarkdown(s: CompareSummary, model: string): string {
   return lines.join("\n");
 }
 
-/** Deterministic jitter in [-1, 1) from the row index (the figure is the same on every run). */
-function jitter(row: number): number {
-  let h = Math.imul(row ^ 0x9e3779b9, 0x85ebca6b);
-  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
-  h ^= h >>> 16;
-  return ((h >>> 0) / 4294967296) * 2 - 1;
-}
-
 export function deltaFigure(scan: ModeRow[], attention: ModeRow[], s: CompareSummary, model: string): TopLevelSpec {
   const byRow = new Map(attention.map((r) => [r.row, r]));
   const panel = (m: typeof METRICS[number]) => {
     const values = scan.map((r) => {
       const a = byRow.get(r.row)!;
-      return { row: r.row, delta: a[m] - r[m], j: jitter(r.row), hit: r.hit === a.hit ? "same in both modes" : "differs" };
+      return { row: r.row, delta: a[m] - r[m], differs: r.hit !== a.hit };
     });
+    // rows whose hit differs are drawn last, on top of the rest
+    values.sort((x, y) => Number(x.differs) - Number(y.differs) || x.row - y.row);
     const d = s.delta[m];
     return {
       title: {
@@ -134,21 +128,27 @@ export function deltaFigure(scan: ModeRow[], attention: ModeRow[], s: CompareSum
         anchor: "start",
       },
       data: { values },
+      transform: [
+        // deterministic jitter from the row index (golden-ratio sequence): the same figure on every run
+        { calculate: "(datum.row * 0.6180339887498949 % 1) * 2 - 1", as: "jitter" },
+        { calculate: "datum.differs ? 'differs' : 'same in both modes'", as: "hit" },
+      ],
       width: 620,
       height: 130,
       layer: [
         {
-          mark: { type: "point", filled: true, size: 14, opacity: 0.45 },
+          mark: { type: "point", filled: true, aria: false },
           encoding: {
             x: { field: "delta", type: "quantitative", title: `Δ ${m}`, axis: { format: "~g" } },
-            y: { field: "j", type: "quantitative", axis: null, scale: { domain: [-1.3, 1.3] } },
+            y: { field: "jitter", type: "quantitative", axis: null, scale: { domain: [-1.3, 1.3] } },
             color: {
               field: "hit",
               type: "nominal",
               title: "hit",
               scale: { domain: ["same in both modes", "differs"], range: ["#4c78a8", "#e45756"] },
             },
-            tooltip: [{ field: "row" }, { field: "delta", format: ".3~g" }],
+            size: { condition: { test: "datum.differs", value: 36 }, value: 14 },
+            opacity: { condition: { test: "datum.differs", value: 0.9 }, value: 0.45 },
           },
         },
         {
