@@ -53,5 +53,18 @@ Deno.test("bad input: one line, exit code, earlier outputs untouched", async (t)
       assertEquals(await snapshot(out), before);
     });
   }
+  await t.step("a run folder in use by another live run", async () => {
+    const lock = join(out, ".lock");
+    await Deno.writeTextFile(lock, `${Deno.pid}\n`); // this test process: alive, and not the child
+    oneLineError(await pipeline([...both, "--force"]), /another pipeline run \(pid \d+\) is writing to/);
+    await Deno.remove(lock);
+    assertEquals(await snapshot(out), before);
+    // a lock whose process is gone (a killed run) is taken over
+    await Deno.writeTextFile(lock, "2147483646\n");
+    const r = await pipeline([...base, "--only", "02_compare", "--force"]);
+    assertEquals(r.code, 0, describe(r));
+    assert(!(await Deno.stat(lock).then(() => true, () => false)), "the lock is released");
+  });
+
   await Deno.remove(tmp, { recursive: true });
 });

@@ -7,6 +7,7 @@ import type { ParamSpec, StageDef } from "./stage.ts";
 
 const COMMON = `  --config FILE        study configuration (default: study.config.json)
   --model M            checkpoint folder or Hugging Face id (default from the config)
+  --dtype f32|f16      weights on the GPU (default from the config, else f32)
   --dataset FILE       CounterFact parquet (default from the config)
   --tokenizer FILE     tokenizer.json (default from the config)
   --rows SPEC          dataset rows, e.g. 0-99,4342
@@ -63,6 +64,7 @@ export async function cli(args: string[], stages: StageDef[], mode: "pipeline" |
       options: {
         config: { type: "string" },
         model: { type: "string" },
+        dtype: { type: "string" },
         dataset: { type: "string" },
         tokenizer: { type: "string" },
         rows: { type: "string" },
@@ -101,6 +103,7 @@ export async function cli(args: string[], stages: StageDef[], mode: "pipeline" |
   const flags: PipelineFlags = {
     config: v.config,
     model: v.model,
+    dtype: v.dtype,
     dataset: v.dataset,
     tokenizer: v.tokenizer,
     rows: v.rows,

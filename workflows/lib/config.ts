@@ -9,11 +9,14 @@ import type { Params, ParamSpec, StageDef } from "./stage.ts";
 export const REPO_ROOT = resolve(dirname(new URL(import.meta.url).pathname), "../..");
 export const DEFAULT_CONFIG_PATH = resolve(REPO_ROOT, "study.config.json");
 
-const TOP_KEYS = ["$comment", "model", "dataset", "tokenizer", "outputs", "rows", "limit", "stages"] as const;
+const TOP_KEYS = ["$comment", "model", "dtype", "dataset", "tokenizer", "outputs", "rows", "limit", "stages"] as const;
+export const DTYPES = ["f32", "f16"] as const;
+export type Dtype = typeof DTYPES[number];
 
 export interface StudyConfig {
   configPath: string;
   model: string; // hub id, or an absolute path when it names a local folder
+  dtype: Dtype; // weights on the GPU
   dataset: string; // absolute
   tokenizer: string; // absolute
   outputs: string; // absolute folder holding the runs
@@ -24,6 +27,7 @@ export interface StudyConfig {
 
 export interface ConfigOverrides {
   model?: string;
+  dtype?: string;
   dataset?: string;
   tokenizer?: string;
   rows?: string;
@@ -170,6 +174,10 @@ export async function loadConfig(
     ? resolve(base, str("tokenizer")!)
     : resolve(REPO_ROOT, "data/gpt-neox-20b-tokenizer.json");
   const outputs = resolve(base, str("outputs") ?? "outputs");
+  const dtype = over.dtype ?? str("dtype") ?? "f32";
+  if (!(DTYPES as readonly string[]).includes(dtype)) {
+    throw new UserError(`${over.dtype ? "--dtype" : `${shown}: "dtype"`} ${JSON.stringify(dtype)}: use ${DTYPES.join(" or ")}`);
+  }
 
   const rows = over.rows ?? str("rows");
   let limit: number | undefined;
@@ -181,5 +189,5 @@ export async function loadConfig(
     }
     limit = n;
   }
-  return { configPath: path, model, dataset, tokenizer, outputs, rows, limit, stages: stageParams };
+  return { configPath: path, model, dtype: dtype as Dtype, dataset, tokenizer, outputs, rows, limit, stages: stageParams };
 }

@@ -22,13 +22,13 @@ export function openModel(id: string, opts: { offline?: boolean } = {}): Promise
   return openCheckpoint(id, opts);
 }
 
-export async function loadModel(ckpt: Checkpoint): Promise<LoadedModel> {
+export async function loadModel(ckpt: Checkpoint, opts: { dtype?: "f32" | "f16" } = {}): Promise<LoadedModel> {
   const gpu = await createGpu();
   let isLost = false;
   gpu.device.lost.then(() => {
     isLost = true;
   });
-  const model = await Mamba2Model.load(gpu, ckpt);
+  const model = await Mamba2Model.load(gpu, ckpt, { dtype: opts.dtype ?? "f32" });
   const becameLost = async (ms = 200) => {
     if (isLost) return true;
     let timer: ReturnType<typeof setTimeout> | undefined;

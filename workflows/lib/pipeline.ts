@@ -73,6 +73,7 @@ function keyDiff(old: Manifest, now: KeyMaterial): string[] {
   if (ni.model) {
     if (oi.model?.id !== ni.model.id) r.push(`model changed (${oi.model?.id ?? "?"} → ${ni.model.id})`);
     else if (oi.model?.identity !== ni.model.identity) r.push("model weights changed");
+    if (oi.model?.dtype !== ni.model.dtype) r.push(`dtype changed (${oi.model?.dtype ?? "?"} → ${ni.model.dtype})`);
   }
   for (const [up, key] of Object.entries(ni.upstream ?? {})) {
     if (oi.upstream?.[up] !== key) r.push(`upstream ${up} changed`);
@@ -251,7 +252,7 @@ class Inputs {
     }
     const ckpt = await this.checkpoint();
     if (!ckpt) throw new UserError(`model ${this.cfg.model} is not available: ${this.ckptError}`);
-    this.loading ??= loadModel(ckpt).catch((e) => {
+    this.loading ??= loadModel(ckpt, { dtype: this.cfg.dtype }).catch((e) => {
       this.loading = undefined;
       throw new UserError(aboutModel("cannot load model", this.cfg.model, errorLine(e)));
     });
@@ -271,6 +272,45 @@ class Inputs {
       // already closed
     }
   }
+}
+
+function processAlive(pid: number): boolean {
+  if (Deno.build.os !== "linux") return true; // no cheap check elsewhere: the message says how to clear the lock
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** One pipeline at a time per run folder; a lock left by a process that is gone is taken over. */
+async function lockRunDir(runDir: string): Promise<() => void> {
+  const path = join(runDir, ".lock");
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      const f = await Deno.open(path, { write: true, createNew: true });
+      await f.write(new TextEncoder().encode(`${Deno.pid}\n`));
+      f.close();
+      return () => {
+        try {
+          Deno.removeSync(path);
+        } catch {
+          // already gone
+        }
+      };
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+      const pid = Number((await Deno.readTextFile(path).catch(() => "")).trim());
+      if (Number.isInteger(pid) && pid > 0 && pid !== Deno.pid && processAlive(pid)) {
+        throw new UserError(
+          `another pipeline run (pid ${pid}) is writing to ${relOrAbs(runDir)}; wait for it, or pass --out DIR for a separate run folder (remove ${relOrAbs(path)} if no run is going on)`,
+        );
+      }
+      await Deno.remove(path).catch(() => {}); // its process is gone
+    }
+  }
+  throw new UserError(`cannot lock ${relOrAbs(runDir)}; remove ${relOrAbs(path)} if no pipeline run is going on`);
 }
 
 /** "cannot open model X: why", without naming X twice when the reason already does. */
@@ -335,7 +375,7 @@ export async function runPipeline(all: StageDef[], flags: PipelineFlags, io: Pip
       }
       if (def.inputs.tokenizer) material.inputs.tokenizer = { path: relOrAbs(cfg.tokenizer), sha256: inputs.tokenizerSha! };
       if (def.inputs.model) {
-        material.inputs.model = { id: modelIdForKey(cfg.model), identity: inputs.ckpt?.identity ?? "(not downloaded)" };
+        material.inputs.model = { id: modelIdForKey(cfg.model), identity: inputs.ckpt?.identity ?? "(not downloaded)", dtype: cfg.dtype };
       }
       if (def.inputs.stages?.length) {
         material.inputs.upstream = Object.fromEntries(def.inputs.stages.map((u) => [u, plans.get(u)!.key]));
@@ -383,7 +423,7 @@ export async function runPipeline(all: StageDef[], flags: PipelineFlags, io: Pip
 
     const dry = flags.dryRun ?? false;
     const toRun = [...plans.values()].filter((p) => p.run);
-    io.say(`run folder: ${relOrAbs(runDir)} (model ${cfg.model}, ${rows.length} rows)`);
+    io.say(`run folder: ${relOrAbs(runDir)} (model ${cfg.model}${cfg.dtype === "f32" ? "" : ` ${cfg.dtype}`}, ${rows.length} rows)`);
     for (const p of plans.values()) {
       if (!p.selected) continue;
       if (p.run) io.say(`${p.def.name}: ${dry ? "would run" : "runs"}: ${p.reasons.join("; ")}`);
@@ -400,6 +440,7 @@ export async function runPipeline(all: StageDef[], flags: PipelineFlags, io: Pip
       $comment: "effective configuration of the last pipeline run in this folder (each stage's manifest.json has its own)",
       config: relOrAbs(cfg.configPath),
       model: cfg.model,
+      dtype: cfg.dtype,
       dataset: relOrAbs(cfg.dataset),
       tokenizer: relOrAbs(cfg.tokenizer),
       rows: rowsSpec,
@@ -408,6 +449,8 @@ export async function runPipeline(all: StageDef[], flags: PipelineFlags, io: Pip
       stagesRun: [] as string[],
     };
 
+    await Deno.mkdir(runDir, { recursive: true });
+    const unlock = await lockRunDir(runDir);
     const controller = new AbortController();
     let signals = 0;
     const onSignal = () => {
@@ -507,6 +550,7 @@ export async function runPipeline(all: StageDef[], flags: PipelineFlags, io: Pip
       }
     } finally {
       for (const s of sigs) Deno.removeSignalListener(s, onSignal);
+      unlock();
     }
     io.say(`outputs in ${relOrAbs(runDir)}`);
     return 0;

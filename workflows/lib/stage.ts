@@ -111,7 +111,7 @@ export interface KeyMaterial {
   inputs: {
     dataset?: { path: string; sha256: string; rows: string; rowCount: number };
     tokenizer?: { path: string; sha256: string };
-    model?: { id: string; identity: string };
+    model?: { id: string; identity: string; dtype: string };
     upstream?: Record<string, string>; // stage -> cache key
   };
 }
