@@ -7,7 +7,7 @@
 
 import { parseArgs } from "node:util";
 import type { Checkpoint } from "../engine/checkpoint/mod.ts";
-import { createGpu } from "../engine/gpu.ts";
+import { createGpu, type Gpu } from "../engine/gpu.ts";
 import { Mamba2Model } from "../engine/model.ts";
 import { syntheticCheckpoint, syntheticConfig } from "../engine/synthetic.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
@@ -26,6 +26,7 @@ export interface ConstructBenchOptions {
   singlePrompts?: number; // the first of them, run one at a time (default 4: on a CPU driver each takes long)
   batchSize?: number; // 01_construct's batchSize for the batched run (default: the study's 16)
   shape?: string; // synthetic model shape (default mamba2-130m)
+  gpu?: Gpu; // a device to use (default: a new one, destroyed at the end)
 }
 
 async function timeConstruct(model: Mamba2Model, items: PromptItem[], batchSize: number): Promise<number> {
@@ -60,7 +61,7 @@ export async function benchConstruct(opts: ConstructBenchOptions = {}): Promise<
   });
   const tok = await loadTokenizer();
   const items = tokenizeRows(tok, dataset.rows.map((_, i) => i), dataset.rows);
-  const gpu = await createGpu();
+  const gpu = opts.gpu ?? await createGpu();
   const model = await Mamba2Model.load(gpu, await benchCheckpoint(shape));
   try {
     // warm-up: every pipeline compiled once
@@ -77,7 +78,7 @@ export async function benchConstruct(opts: ConstructBenchOptions = {}): Promise<
     ];
   } finally {
     model.destroy();
-    gpu.device.destroy();
+    if (!opts.gpu) gpu.device.destroy();
   }
 }
 
