@@ -468,6 +468,7 @@ export async function runPipeline(all: StageDef[], flags: PipelineFlags, io: Pip
       let dataset: DatasetSlice | undefined;
       for (const p of toRun) {
         const def = p.def;
+        if (controller.signal.aborted) throw new InterruptedError(`interrupted before ${def.name}; run the same command again to go on`);
         const dir = join(runDir, def.name);
         const t0 = performance.now();
         // load the model before anything is written: a model that cannot be loaded leaves earlier outputs as they were
@@ -516,7 +517,7 @@ export async function runPipeline(all: StageDef[], flags: PipelineFlags, io: Pip
           },
         };
         await def.run(ctx);
-        ctx.checkInterrupted();
+        // a stage that finished is recorded as finished, even when a stop was asked for meanwhile
         const outputs: Record<string, OutputRecord> = {};
         for (const f of new Set([...outputsOf(def, ctx.params), ...(ctx.extraOutputs ?? [])])) {
           const path = join(dir, f);
