@@ -79,16 +79,17 @@ export function weightBytes(w: Weight): number {
 export type MatmulPlan = { kind: "generic" } | { kind: "tiled"; R: number; NC: number; WG: number };
 
 /**
- * The kernel for an (m x k) @ (n x k)^T product. Measured on lavapipe (where a load costs
- * about 25 multiply-adds): one-row products are bound by the weight loads, so a lane takes
- * 8 weight rows and the workgroups are kept small enough to spread over the cores; many rows
- * take the largest register block that still pays (16 x 8).
+ * The kernel for an (m x k) @ (n x k)^T product. Tuned on lavapipe, where a lane's load costs
+ * tens of multiply-adds: one or two rows are bound by the weight loads, so a lane takes 8 weight
+ * rows (more only lengthens the serial part); from 4 rows up a lane takes 16 weight rows and up
+ * to 16 x rows, each loaded value then feeding 16 multiply-adds (larger blocks measured no
+ * better and compile slower). Workgroups shrink (64 -> 16 lanes) until there are enough of
+ * them to share among the cores.
  */
 export function matmulPlan(m: number, n: number, k: number): MatmulPlan {
   if (k % 8 !== 0) return { kind: "generic" };
   const R = m <= 1 ? 1 : m <= 2 ? 2 : m <= 4 ? 4 : m <= 8 ? 8 : 16;
-  const NC = 2;
-  // enough workgroups for the cores to share: at least 16 along n where the shape allows
+  const NC = R <= 2 ? 2 : 4;
   let WG = 64;
   while (WG > 16 && Math.ceil(n / (4 * NC * WG)) * Math.ceil(m / R) < 16) WG /= 2;
   return { kind: "tiled", R, NC, WG };

@@ -95,7 +95,7 @@ const TILED_CASES: Case[] = [
 ];
 
 // every register block the planner can pick, forced, on shapes with ragged edges
-const FORCED: MatmulPlan[] = [1, 2, 4, 8, 16].flatMap((R) => [1, 2].map((NC) => ({ kind: "tiled" as const, R, NC, WG: R === 16 ? 64 : 16 })));
+const FORCED: MatmulPlan[] = [1, 2, 4, 8, 16].flatMap((R) => [1, 2, 4].map((NC) => ({ kind: "tiled" as const, R, NC, WG: R === 16 ? 64 : 16 })));
 
 for (const dtype of ["f32", "f16"] as const) {
   for (const f16Kernel of (dtype === "f32" ? ["packed"] : ["packed", "native"]) as F16Kernel[]) {
