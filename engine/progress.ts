@@ -74,8 +74,11 @@ export class Progress {
       `(${pct.toFixed(1)}%) ${rateStr} elapsed ${fmtDuration(elapsed)} ETA ${fmtDuration(eta)}`;
   }
 
+  private lastDrawnDone = -1;
+
   private draw(force: boolean) {
     const now = performance.now();
+    if (!this.tty && force && this.lastDrawnDone === this.done) return; // that line is already out
     if (this.tty) {
       if (!force && now - this.lastDraw < 100) return;
       this.lastDraw = now;
@@ -87,6 +90,7 @@ export class Progress {
       const interval = this.opts.intervalMs ?? 10_000;
       if (!force && now - this.lastDraw < interval) return;
       this.lastDraw = now;
+      this.lastDrawnDone = this.done;
       this.write(this.line() + "\n");
     }
   }

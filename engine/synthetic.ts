@@ -64,7 +64,7 @@ export function syntheticCheckpoint(config: ModelConfig, seed = 0): Checkpoint {
       for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * r();
     };
     const leaf = name.split(".").slice(-2).join(".");
-    if (leaf.endsWith("norm.weight") || leaf === "mixer.D") out.fill(1);
+    if (/(^|\.)(norm|norm_f)\.weight$/.test(leaf) || leaf === "mixer.D") out.fill(1);
     else if (leaf === "embedding.weight") uniform(-0.05, 0.05);
     else if (leaf === "in_proj.weight") uniform(-1 / Math.sqrt(c.dModel), 1 / Math.sqrt(c.dModel));
     else if (leaf === "out_proj.weight") uniform(-1 / Math.sqrt(c.dInner), 1 / Math.sqrt(c.dInner));
