@@ -174,6 +174,8 @@ export class Mamba2Model {
       });
     }
     const normF = await vec("backbone.norm_f.weight");
+    // every layer has the same shapes: the kernels of layer 0's and the head's suffice
+    await ops.warmMatmul([lmHead, layers[0].inProj, layers[0].outProj].filter((w) => w));
     return new Mamba2Model(gpu, cfg, ops, embedding, lmHead, layers, normF, dtype);
   }
 

@@ -83,16 +83,26 @@ export type MatmulPlan = { kind: "generic" } | { kind: "tiled"; R: number; NC: n
  * tens of multiply-adds: one or two rows are bound by the weight loads, so a lane takes 8 weight
  * rows (more only lengthens the serial part); from 4 rows up a lane takes 16 weight rows and up
  * to 16 x rows, each loaded value then feeding 16 multiply-adds (larger blocks measured no
- * better and compile slower). Workgroups shrink (64 -> 16 lanes) until there are enough of
- * them to share among the cores.
+ * better and compile slower). Workgroups of 64 lanes, or of 16 where 64 would leave fewer
+ * than 8 workgroups to share among the cores.
  */
 export function matmulPlan(m: number, n: number, k: number): MatmulPlan {
   if (k % 8 !== 0) return { kind: "generic" };
   const R = m <= 1 ? 1 : m <= 2 ? 2 : m <= 4 ? 4 : m <= 8 ? 8 : 16;
   const NC = R <= 2 ? 2 : 4;
-  let WG = 64;
-  while (WG > 16 && Math.ceil(n / (4 * NC * WG)) * Math.ceil(m / R) < 16) WG /= 2;
+  const WG = Math.ceil(n / (4 * NC * 64)) * Math.ceil(m / R) >= 8 ? 64 : 16;
   return { kind: "tiled", R, NC, WG };
+}
+
+/** Every plan matmulPlan can pick for a (n x k) weight chunk, whatever the row count. */
+export function matmulPlansFor(n: number, k: number): MatmulPlan[] {
+  if (k % 8 !== 0) return [{ kind: "generic" }];
+  const plans = new Map<string, MatmulPlan>();
+  for (const m of [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]) {
+    const p = matmulPlan(m, n, k);
+    plans.set(JSON.stringify(p), p);
+  }
+  return [...plans.values()];
 }
 
 /** Expand a matmul_tiled.wgsl-style template (see its header) for one register block. */
@@ -236,6 +246,38 @@ export class Ops {
       cache.set(key, pipe);
     }
     return pipe;
+  }
+
+  /**
+   * Compile every matmul kernel the planner may pick for these weights, by running each once on
+   * a few rows: a driver may compile on first use (lavapipe: up to a second per kernel), which
+   * would otherwise land in the middle of the first forwards of each batch size.
+   */
+  async warmMatmul(weights: Weight[]): Promise<void> {
+    const gpu = this.gpu;
+    const seen = new Set<string>();
+    const jobs: { w: Weight; plan: MatmulPlan }[] = [];
+    for (const w of weights) {
+      for (const c of w.chunks) {
+        for (const plan of matmulPlansFor(c.rows, w.cols)) {
+          const key = `${this.flavour(w)}:${JSON.stringify(plan)}`;
+          if (!seen.has(key)) {
+            seen.add(key);
+            jobs.push({ w: { ...w, rows: Math.min(w.rows, 64), chunks: [{ ...c, rows: Math.min(c.rows, 64) }] }, plan });
+          }
+        }
+      }
+    }
+    if (!jobs.length) return;
+    const kMax = Math.max(...weights.map((w) => w.cols));
+    const x = storageBuffer(gpu, 16 * kMax * 4, "warm_x");
+    const y = storageBuffer(gpu, 16 * 64 * 4, "warm_y");
+    const rec = new Recorder(gpu);
+    for (const { w, plan } of jobs) this.matmul(rec, x, w, y, plan.kind === "tiled" ? plan.R : 1, { plan });
+    rec.submit();
+    await gpu.device.queue.onSubmittedWorkDone();
+    x.destroy();
+    y.destroy();
   }
 
   /** out (n, d_model) = table[ids] */
