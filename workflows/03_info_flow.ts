@@ -387,6 +387,7 @@ export default defineStage<InfoFlowParams>({
       return s;
     };
     const skipped: number[] = [];
+    const zeroBase: number[] = [];
     const valid = new Map<number, InfoFlowPrompt>();
     for (const row of qualifying) {
       const data = ds.rows[rowIndex.get(row)!];
@@ -397,6 +398,11 @@ export default defineStage<InfoFlowParams>({
         skipped.push(row);
         continue;
       }
+      const baseProb = P.target === "true" ? a.true_prob : a.max_prob;
+      if (!(baseProb > 0)) {
+        zeroBase.push(row); // p_base underflowed to 0 (filter all): the relative change is undefined
+        continue;
+      }
       valid.set(row, {
         row,
         prompt: String(data.prompt ?? ""),
@@ -405,7 +411,7 @@ export default defineStage<InfoFlowParams>({
         subjectTokens: st,
         firstInSubject: st.includes(0),
         target: P.target === "true" ? a.true_id : a.pred_id,
-        baseProb: P.target === "true" ? a.true_prob : a.max_prob,
+        baseProb,
         baseHit: P.target === "true" ? a.hit : true,
       });
     }
@@ -414,7 +420,13 @@ export default defineStage<InfoFlowParams>({
         `skipped ${skipped.length} row(s) whose subject is not in the prompt: ${skipped.slice(0, 10).join(", ")}${skipped.length > 10 ? ", …" : ""}`,
       );
     }
-    if (valid.size === 0) throw new UserError(`03_info_flow: no prompt to run: the subject of every qualifying row is missing from its prompt; check the dataset's subject column`);
+    if (zeroBase.length) ctx.log(`skipped ${zeroBase.length} row(s) whose p_base is 0 (no relative change): ${zeroBase.slice(0, 10).join(", ")}${zeroBase.length > 10 ? ", …" : ""}`);
+    if (valid.size === 0) {
+      throw new UserError(
+        `03_info_flow: no prompt to run: every one of the ${qualifying.length} qualifying rows was skipped ` +
+          `(${skipped.length} subject not in the prompt, ${zeroBase.length} p_base = 0); check the dataset's subject column or select other rows`,
+      );
+    }
     const sample = deterministicSample([...valid.keys()], P.n_prompts, P.seed);
     const prompts = sample.map((r) => valid.get(r)!);
     if (sample.length < P.n_prompts) ctx.log(`${sample.length} prompts qualify, fewer than n_prompts = ${P.n_prompts}: running all of them`);
@@ -532,6 +544,10 @@ export default defineStage<InfoFlowParams>({
       note: prompts.length < P.n_prompts ? `only ${prompts.length} prompts qualify; all of them were run` : `a sample of ${P.n_prompts} (seed ${P.seed})`,
     };
     ctx.info.skippedSubjectNotFound = skipped;
+    if (zeroBase.length) {
+      ctx.counts.skipped_zero_base_prob = zeroBase.length;
+      ctx.info.skippedZeroBaseProb = zeroBase;
+    }
     ctx.info.nLayer = nLayer;
     ctx.info.windows = Object.fromEntries(ks.map((k) => [k, layerWindows(nLayer, k, convention).length]));
     ctx.info.maxAbsBaseProbDiffFastPathVs01 = baseDiff;
