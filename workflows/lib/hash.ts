@@ -35,3 +35,23 @@ export async function hashFile(path: string): Promise<string> {
   }
   return h.digest("hex");
 }
+
+/**
+ * sha256 over a module and every local module it imports, transitively, as far as they lie under
+ * `root` (a stage and the workflows/lib files it uses): a change to any of them changes the hash.
+ * Engine code is outside: it is recorded in the manifest, not in the key.
+ */
+export async function hashModuleTree(entry: string, root: string): Promise<string> {
+  const { dirname, resolve } = await import("node:path");
+  const seen = new Map<string, string>();
+  const visit = async (path: string) => {
+    if (seen.has(path) || !path.startsWith(root)) return;
+    const text = await Deno.readTextFile(path);
+    seen.set(path, sha256(text));
+    for (const m of text.matchAll(/(?:import|export)\s[^;]*?from\s+["'](\.{1,2}\/[^"']+)["']|import\(\s*["'](\.{1,2}\/[^"']+)["']\s*\)/g)) {
+      await visit(resolve(dirname(path), m[1] ?? m[2]));
+    }
+  };
+  await visit(entry);
+  return hashValue([...seen].map(([p, h]) => [p.slice(root.length), h]).sort());
+}

@@ -8,7 +8,7 @@ import { exists, removeStaleTemps, writeJsonAtomic } from "./atomic.ts";
 import { type ConfigOverrides, loadConfig, REPO_ROOT, type StudyConfig } from "./config.ts";
 import { type Checkpoint, type LoadedModel, loadModel, openModel, unloadModel } from "./engine.ts";
 import { errorLine, InterruptedError, UserError } from "./errors.ts";
-import { hashFile, hashValue, sha256 } from "./hash.ts";
+import { hashFile, hashModuleTree, hashValue, sha256 } from "./hash.ts";
 import { readParquet, type Table } from "./parquet.ts";
 import { formatRows, selectRows } from "./rows.ts";
 import type { DatasetSlice, KeyMaterial, Manifest, OutputRecord, Params, StageContext, StageDef, UpstreamOutputs } from "./stage.ts";
@@ -58,7 +58,7 @@ function fmtValue(v: unknown): string {
 function keyDiff(old: Manifest, now: KeyMaterial): string[] {
   const r: string[] = [];
   if (old.version !== now.version) r.push(`code version changed (${old.version} → ${now.version})`);
-  else if (old.codeSha256 !== now.codeSha256) r.push(`code of ${now.stage}.ts changed`);
+  else if (old.codeSha256 !== now.codeSha256) r.push(`code of ${now.stage}.ts or the workflow code it imports changed`);
   const keys = new Set([...Object.keys(old.params ?? {}), ...Object.keys(now.params)]);
   for (const k of [...keys].sort()) {
     const a = old.params?.[k], b = now.params[k];
@@ -186,6 +186,8 @@ interface Plan {
   run: boolean;
   reasons: string[];
   upToDate: boolean;
+  /** engine/ or kernels/ changed since the kept output was computed (not in the key: said, not rerun) */
+  engineChanged: boolean;
 }
 
 /** Shared inputs of one pipeline invocation, each read or loaded once, when first needed. */
@@ -367,7 +369,7 @@ export async function runPipeline(all: StageDef[], flags: PipelineFlags, io: Pip
     // plan
     const plans = new Map<string, Plan>();
     for (const def of stages) {
-      const codeSha256 = await hashFile(new URL(def.module).pathname);
+      const codeSha256 = await hashModuleTree(new URL(def.module).pathname, join(REPO_ROOT, "workflows") + "/");
       const params = cfg.stages[def.name];
       const material: KeyMaterial = { stage: def.name, version: def.version, codeSha256, params, inputs: {} };
       if (def.inputs.dataset) {
@@ -406,7 +408,9 @@ export async function runPipeline(all: StageDef[], flags: PipelineFlags, io: Pip
         if (fromIdx >= 0 && names.indexOf(def.name) > fromIdx && why.length === 0) why.push(`after ${flags.from} (--from)`);
         run = why.length > 0;
       }
-      plans.set(def.name, { def, material, key, selected: isSel, run, reasons: isSel ? why : reasons, upToDate });
+      const engineChanged = upToDate && !!def.inputs.model && typeof old === "object" && old !== null &&
+        old.engine?.engineSha256 !== undefined && old.engine.engineSha256 !== await engineSha256();
+      plans.set(def.name, { def, material, key, selected: isSel, run, reasons: isSel ? why : reasons, upToDate, engineChanged });
     }
     // a stage that is not selected but is read by one that runs must be up to date
     for (const p of plans.values()) {
@@ -427,7 +431,10 @@ export async function runPipeline(all: StageDef[], flags: PipelineFlags, io: Pip
     for (const p of plans.values()) {
       if (!p.selected) continue;
       if (p.run) io.say(`${p.def.name}: ${dry ? "would run" : "runs"}: ${p.reasons.join("; ")}`);
-      else io.say(`${p.def.name}: up to date, skipped (cache key ${short(p.key)})`);
+      else {
+        io.say(`${p.def.name}: up to date, skipped (cache key ${short(p.key)})` +
+          (p.engineChanged ? "; note: the engine code changed since it ran (--force recomputes it)" : ""));
+      }
     }
     if (toRun.length === 0) {
       io.say("nothing to do: every selected stage is up to date");
