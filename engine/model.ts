@@ -152,6 +152,7 @@ export class Mamba2Model {
       uploadWeight(gpu, dtype === "f16" ? await ckpt.readF16(name) : await read(name), rows, cols, name, dtype);
 
     const embedding = await mat("backbone.embedding.weight", cfg.vocabPadded, cfg.dModel);
+    await gpu.device.queue.onSubmittedWorkDone();
     const lmHead = cfg.tieEmbeddings || !ckpt.has("lm_head.weight")
       ? embedding
       : await mat("lm_head.weight", cfg.vocabPadded, cfg.dModel);
@@ -172,10 +173,13 @@ export class Mamba2Model {
         gatedNorm: await vec(`${pre}.mixer.norm.weight`),
         outProj: await mat(`${pre}.mixer.out_proj.weight`, cfg.dModel, cfg.dInner),
       });
+      // queued writes keep a staging copy until the queue next runs: flush as we go, or the
+      // upload holds the whole model twice (5.4 GB extra for mamba2-1.3b in f32)
+      await gpu.device.queue.onSubmittedWorkDone();
     }
     const normF = await vec("backbone.norm_f.weight");
     // every layer has the same shapes: the kernels of layer 0's and the head's suffice
-    await ops.warmMatmul([lmHead, layers[0].inProj, layers[0].outProj].filter((w) => w));
+    await ops.warmUp([lmHead, layers[0].inProj, layers[0].outProj], cfg);
     return new Mamba2Model(gpu, cfg, ops, embedding, lmHead, layers, normF, dtype);
   }
 

@@ -105,22 +105,28 @@ export function matmulPlansFor(n: number, k: number): MatmulPlan[] {
   return [...plans.values()];
 }
 
-/** Expand a matmul_tiled.wgsl-style template (see its header) for one register block. */
-export function expandTemplate(src: string, c: { R: number; NC: number; WG: number }): string {
+/**
+ * Unroll a kernel template: a line mentioning {v} for a loop variable v of `counts` is repeated
+ * for v = 0..counts[v]-1 (a line with several: every combination, first variable outermost).
+ */
+export function expandLoops(src: string, counts: Record<string, number>): string {
   const out: string[] = [];
   for (const line of src.split("\n")) {
-    const rs = line.includes("{r}") ? Array.from({ length: c.R }, (_, i) => i) : [-1];
-    const js = line.includes("{j}") ? Array.from({ length: c.NC }, (_, i) => i) : [-1];
-    for (const r of rs) {
-      for (const j of js) {
-        out.push(
-          line.replaceAll("{r}", String(r)).replaceAll("{j}", String(j)).replaceAll("{R}", String(c.R))
-            .replaceAll("{NC}", String(c.NC)).replaceAll("{C}", String(4 * c.NC)).replaceAll("{WG}", String(c.WG)),
-        );
-      }
+    let lines = [line];
+    for (const [v, n] of Object.entries(counts)) {
+      const tok = `{${v}}`;
+      if (!line.includes(tok)) continue;
+      lines = lines.flatMap((l) => Array.from({ length: n }, (_, i) => l.replaceAll(tok, String(i))));
     }
+    out.push(...lines);
   }
   return out.join("\n");
+}
+
+/** Expand a matmul_tiled.wgsl-style template (see its header) for one register block. */
+export function expandTemplate(src: string, c: { R: number; NC: number; WG: number }): string {
+  return expandLoops(src, { r: c.R, j: c.NC }).replaceAll("{R}", String(c.R)).replaceAll("{NC}", String(c.NC))
+    .replaceAll("{C}", String(4 * c.NC)).replaceAll("{WG}", String(c.WG));
 }
 
 const sourceCache = new Map<string, Promise<string>>();
@@ -200,7 +206,7 @@ export class Ops {
     const pipes = new Map<KernelName, GPUComputePipeline>();
     await Promise.all(KERNELS.map(async (k) => pipes.set(k, await kernel(gpu, k))));
     const sources = new Map<string, string>();
-    const names = ["matmul", "matmul_tiled", "matmul_weights_f32", "matmul_weights_f32_scalar", "matmul_weights_f16packed", "matmul_weights_f16"];
+    const names = ["ssd_scan_quad", "matmul", "matmul_tiled", "matmul_weights_f32", "matmul_weights_f32_scalar", "matmul_weights_f16packed", "matmul_weights_f16"];
     await Promise.all(names.map(async (n) => sources.set(n, await kernelSource(n))));
     const ops = new Ops(gpu, pipes, sources, opts);
     // matmul pipelines are compiled on first use (per shape class); check the sources once here
@@ -249,11 +255,13 @@ export class Ops {
   }
 
   /**
-   * Compile every matmul kernel the planner may pick for these weights, by running each once on
-   * a few rows: a driver may compile on first use (lavapipe: up to a second per kernel), which
-   * would otherwise land in the middle of the first forwards of each batch size.
+   * Compile every matmul kernel the planner may pick for these weights (and the scan kernel of
+   * this d_state), by running each once on a few rows: a driver may compile on first use
+   * (lavapipe: up to a second per kernel), which would otherwise land in the middle of the first
+   * forwards of each batch size. A kernel the device rejects is an error here, not a silently
+   * dropped submission later.
    */
-  async warmMatmul(weights: Weight[]): Promise<void> {
+  async warmUp(weights: Weight[], ssd?: { headdim: number; dState: number; dInner: number; convDim: number }): Promise<void> {
     const gpu = this.gpu;
     const seen = new Set<string>();
     const jobs: { w: Weight; plan: MatmulPlan }[] = [];
@@ -268,16 +276,24 @@ export class Ops {
         }
       }
     }
-    if (!jobs.length) return;
-    const kMax = Math.max(...weights.map((w) => w.cols));
+    gpu.device.pushErrorScope("validation");
+    gpu.device.pushErrorScope("internal");
+    const kMax = Math.max(8, ...weights.map((w) => w.cols));
     const x = storageBuffer(gpu, 16 * kMax * 4, "warm_x");
     const y = storageBuffer(gpu, 16 * 64 * 4, "warm_y");
     const rec = new Recorder(gpu);
     for (const { w, plan } of jobs) this.matmul(rec, x, w, y, plan.kind === "tiled" ? plan.R : 1, { plan });
+    if (ssd && Ops.scanQuad(ssd)) {
+      // one prompt of length 0 (lengths read from the zeros of x): nothing runs, the kernel is built
+      const s: SsdShape = { batch: 1, seq: 1, nheads: 1, headdim: ssd.headdim, dState: ssd.dState, ngroups: 1, convDim: ssd.convDim, dInner: ssd.dInner };
+      this.ssdScan(rec, x, x, x, x, x, y, s);
+    }
     rec.submit();
     await gpu.device.queue.onSubmittedWorkDone();
     x.destroy();
     y.destroy();
+    const errors = [await gpu.device.popErrorScope(), await gpu.device.popErrorScope()].filter((e) => e);
+    if (errors.length) throw new GpuError(`a kernel failed to build: ${errors[0]!.message.split("\n").slice(0, 8).join(" ")}`);
   }
 
   /** out (n, d_model) = table[ids] */
@@ -353,8 +369,33 @@ export class Ops {
     rec.dispatch(this.p("dt_softplus"), [{ u: s.rows }, { u: s.nheads }, { u: s.inStride }, { u: s.inOffset }], [zxbcdt, dtBias, dt], groups(s.rows * s.nheads));
   }
 
+  /** The 4-channel scan kernel for this d_state (ssd_scan_quad.wgsl), compiled on first use. */
+  private scanQuadPipeline(dState: number): GPUComputePipeline {
+    const key = `ssd_scan_quad:${dState}`;
+    let cache = matmulCache.get(this.gpu.device);
+    if (!cache) matmulCache.set(this.gpu.device, cache = new Map());
+    let pipe = cache.get(key);
+    if (!pipe) {
+      const code = expandLoops(this.sources.get("ssd_scan_quad")!, { q: dState / 4 }).replaceAll("{Q}", String(dState / 4));
+      const module = this.gpu.device.createShaderModule({ code, label: key });
+      pipe = this.gpu.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" }, label: key });
+      cache.set(key, pipe);
+    }
+    return pipe;
+  }
+
+  /** Whether ssdScan runs the 4-channel kernel for this shape (else the one-channel ssd_scan.wgsl). */
+  static scanQuad(s: { headdim: number; dState: number; dInner: number; convDim: number }): boolean {
+    return s.headdim % 4 === 0 && s.dState % 4 === 0 && s.dInner % 4 === 0 && s.convDim % 4 === 0 && s.dState <= 256;
+  }
+
   /** y (batch*seq, dInner): the recurrent SSD with the D skip */
   ssdScan(rec: Recorder, xbc: GPUBuffer, dt: GPUBuffer, a: GPUBuffer, d: GPUBuffer, lengths: GPUBuffer, y: GPUBuffer, s: SsdShape) {
+    const params = [{ u: s.batch }, { u: s.seq }, { u: s.nheads }, { u: s.headdim }, { u: s.dState }, { u: s.ngroups }, { u: s.convDim }, { u: s.dInner }];
+    if (Ops.scanQuad(s)) {
+      rec.dispatch(this.scanQuadPipeline(s.dState), params, [xbc, dt, a, d, lengths, y], groups((s.batch * s.dInner) / 4));
+      return;
+    }
     if (s.dState > 256) throw new Error(`d_state ${s.dState} exceeds the scan kernel's 256`);
     rec.dispatch(
       this.p("ssd_scan"),
