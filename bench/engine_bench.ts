@@ -299,7 +299,7 @@ export async function benchPrefill(gpu: Gpu, opts: EngineBenchOptions = {}): Pro
         // warm-up on 2 prompts: the same kernels (the plan depends on the row count's class only)
         await model.forwardStats(prompts.slice(0, 2), targets.slice(0, 2), { mode: "scan" });
         const big = cfg.dModel >= 2048;
-        const iters = opts.quick ? 2 : big ? 1 : 3;
+        const iters = opts.quick ? 2 : big ? 1 : 2;
         let best = Infinity;
         for (let i = 0; i < iters; i++) {
           const t = performance.now();

@@ -173,8 +173,7 @@ export class Mamba2Model {
         gatedNorm: await vec(`${pre}.mixer.norm.weight`),
         outProj: await mat(`${pre}.mixer.out_proj.weight`, cfg.dModel, cfg.dInner),
       });
-      // queued writes keep a staging copy until the queue next runs: flush as we go, or the
-      // upload holds the whole model twice (5.4 GB extra for mamba2-1.3b in f32)
+      // let the queue apply this layer's uploads (each queued write holds a staging copy until then)
       await gpu.device.queue.onSubmittedWorkDone();
     }
     const normF = await vec("backbone.norm_f.weight");
