@@ -5,7 +5,7 @@
 // rows, n not a multiple of a workgroup's columns, weights split across bindings, y wider than
 // the output (yStride, yCol) with accumulate. Outputs start as NaN (or random where accumulated),
 // so an output left unwritten fails.
-import { createGpu, type Gpu, readBuffer, Recorder, storageBuffer, uploadBuffer } from "../engine/gpu.ts";
+import { createGpu, type Gpu, readBuffer, Recorder, uploadBuffer } from "../engine/gpu.ts";
 import { destroyWeight, type F16Kernel, matmulPlan, type MatmulPlan, Ops, uploadWeight, type WeightDtype } from "../engine/ops.ts";
 import { float32ToHalf, halfToFloat32 } from "../engine/checkpoint/dtype.ts";
 import * as ref from "./reference.ts";
