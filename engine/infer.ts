@@ -1,4 +1,4 @@
-// deno task infer --model M (--prompt "text" | --ids 1,2,3) [--mode scan|attention] [--block SPEC]... [--top K] [--json]
+// deno task infer --model M (--prompt "text" | --ids 1,2,3) [--mode scan|attention] [--block SPEC]... [--top K] [--json] [--dtype f32|f16]
 // Runs one prompt through a Mamba-2 checkpoint and prints the next-token distribution.
 import { parseArgs } from "node:util";
 import { openCheckpoint } from "./checkpoint/mod.ts";
@@ -9,8 +9,9 @@ import { topK } from "./probs.ts";
 import { type BlockSpec, parseBlockSpec, resolveBlockSpecs } from "./blockspec.ts";
 import { runMain, UsageError } from "./cli.ts";
 
-const HELP = `usage: deno task infer --model M (--prompt "text" | --ids 1,2,3) [--mode scan|attention] [--block L:R>C]... [--top K] [--json]
+const HELP = `usage: deno task infer --model M (--prompt "text" | --ids 1,2,3) [--mode scan|attention] [--block L:R>C]... [--top K] [--json] [--dtype f32|f16]
   --model   a local checkpoint directory (config.json + model.safetensors or pytorch_model.bin) or a Hugging Face id
+  --dtype   weights on the GPU: f32 (default) or f16 (half the memory and traffic; activations stay f32)
   --block   attention mode knockout: layers L (3, 3-5, 1,4,7), row R (index or last), columns C (same syntax, last allowed)`;
 
 async function main() {
@@ -21,6 +22,7 @@ async function main() {
       prompt: { type: "string" },
       ids: { type: "string" },
       mode: { type: "string", default: "scan" },
+      dtype: { type: "string", default: "f32" },
       block: { type: "string", multiple: true, default: [] },
       top: { type: "string", default: "10" },
       json: { type: "boolean", default: false },
@@ -36,6 +38,8 @@ async function main() {
   if (!values.model) throw new UsageError("--model is required (a checkpoint directory or a Hugging Face id)");
   if ((values.prompt === undefined) === (values.ids === undefined)) throw new UsageError("give exactly one of --prompt or --ids");
   const mode = values.mode;
+  const dtype = values.dtype;
+  if (dtype !== "f32" && dtype !== "f16") throw new UsageError(`--dtype ${dtype}: use f32 or f16`);
   if (mode !== "scan" && mode !== "attention") throw new UsageError(`--mode ${mode}: use scan or attention`);
   const k = Number(values.top);
   if (!Number.isInteger(k) || k < 1) throw new UsageError(`--top ${values.top}: give a positive integer`);
@@ -58,7 +62,7 @@ async function main() {
   const cfg = ckpt.config;
   const knockout = specs.length ? resolveBlockSpecs(specs, ids.length, cfg.nLayer) : undefined;
   const gpu = await createGpu();
-  const model = await Mamba2Model.load(gpu, ckpt);
+  const model = await Mamba2Model.load(gpu, ckpt, { dtype });
   ckpt.close();
   const [logits] = await model.forward([ids], { mode, knockouts: knockout ? [knockout] : undefined });
   const top = topK(logits, cfg.vocabSize, k).map((t) => ({ ...t, token: tokenizer.decode([t.id]) }));
@@ -67,7 +71,7 @@ async function main() {
   if (values.json) {
     console.log(JSON.stringify({ ids, tokens, last_logits: Array.from(logits), top: top.map((t) => ({ id: t.id, token: t.token, prob: t.prob })) }));
   } else {
-    console.log(`model ${values.model} (${cfg.nLayer} layers, d_model ${cfg.dModel}) on ${gpu.adapterInfo}, ${mode} mode` +
+    console.log(`model ${values.model} (${cfg.nLayer} layers, d_model ${cfg.dModel}, ${dtype} weights) on ${gpu.adapterInfo}, ${mode} mode` +
       (knockout ? `, blocked: ${specs.map((s) => s.text).join(" ")}` : ""));
     console.log(`tokens (${ids.length}): ${tokens.map((t, i) => `${i}:${JSON.stringify(t)}`).join(" ")}`);
     console.log(`top ${k} next tokens:`);

@@ -65,6 +65,16 @@ Deno.test("infer with --block matches the golden knockout", async () => {
   assert(maxAbsDiff(out.last_logits, k.last_logits) <= 1e-4 * maxAbs(k.last_logits));
 });
 
+Deno.test("infer --dtype f16: the same top token, logits close", async () => {
+  const golden = (await goldenEngine()).sequences[4];
+  const r = await runDeno(["run", "-A", "engine/infer.ts", "--model", FIXTURE_DIR, "--ids", golden.ids.join(","), "--json", "--dtype", "f16"]);
+  assertEquals(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assertEquals(out.top[0].id, golden.argmax_per_position.at(-1));
+  const err = maxAbsDiff(out.last_logits, golden.last_logits) / maxAbs(golden.last_logits);
+  assert(err <= 2e-2 && err > 1e-7, `f16 weights: logits off by ${err} (within 2e-2, and not f32-exact)`);
+});
+
 Deno.test("infer text output shows tokens and top tokens", async () => {
   const r = await runDeno(["run", "-A", "engine/infer.ts", "--model", FIXTURE_DIR, "--prompt", "The mother tongue of Danielle Darrieux is", "--top", "4"]);
   assertEquals(r.code, 0, r.stderr);
@@ -80,6 +90,7 @@ Deno.test("infer: bad input gives one line and a non-zero exit", async () => {
     [["--ids", "1,99999"], /token id 99999 is out of range/],
     [["--ids", "1,x"], /not a token id/],
     [["--ids", "1", "--mode", "fast"], /--mode fast/],
+    [["--ids", "1", "--dtype", "f8"], /--dtype f8: use f32 or f16/],
     [["--prompt", "a", "--ids", "1"], /exactly one of --prompt or --ids/],
     [["--ids", "1", "--bogus"], /bogus/],
   ];
