@@ -6,7 +6,6 @@
 // `benchConstruct()` gives the rows to `deno task bench`.
 
 import { parseArgs } from "node:util";
-import type { Checkpoint } from "../engine/checkpoint/mod.ts";
 import { createGpu, type Gpu } from "../engine/gpu.ts";
 import { Mamba2Model } from "../engine/model.ts";
 import { syntheticCheckpoint, syntheticConfig } from "../engine/synthetic.ts";
@@ -37,18 +36,6 @@ async function timeConstruct(model: Mamba2Model, items: PromptItem[], batchSize:
   return (performance.now() - t0) / 1000;
 }
 
-/** The synthetic checkpoint; a final norm the generator has no recipe for is filled with ones. */
-async function benchCheckpoint(shape: string): Promise<Checkpoint> {
-  const config = syntheticConfig(shape);
-  const ckpt = syntheticCheckpoint(config, 0);
-  const normF = "backbone.norm_f.weight";
-  try {
-    await ckpt.readF32(normF);
-    return ckpt;
-  } catch {
-    return { ...ckpt, readF32: (name: string) => name === normF ? Promise.resolve(new Float32Array(config.dModel).fill(1)) : ckpt.readF32(name) };
-  }
-}
 
 export async function benchConstruct(opts: ConstructBenchOptions = {}): Promise<BenchRow[]> {
   const n = opts.prompts ?? 16;
@@ -62,7 +49,7 @@ export async function benchConstruct(opts: ConstructBenchOptions = {}): Promise<
   const tok = await loadTokenizer();
   const items = tokenizeRows(tok, dataset.rows.map((_, i) => i), dataset.rows);
   const gpu = opts.gpu ?? await createGpu();
-  const model = await Mamba2Model.load(gpu, await benchCheckpoint(shape));
+  const model = await Mamba2Model.load(gpu, syntheticCheckpoint(syntheticConfig(shape), 0));
   try {
     // warm-up: every pipeline compiled once
     for (const mode of MODES) await runBatch(model, items.slice(0, 1), mode);

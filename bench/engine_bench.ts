@@ -10,7 +10,6 @@
 import { type Gpu, Recorder, storageBuffer, writeBuffer } from "../engine/gpu.ts";
 import { destroyWeight, type F16Kernel, matmulPlan, Ops, uploadWeight, type Weight, weightBytes, type WeightDtype } from "../engine/ops.ts";
 import { Mamba2Model } from "../engine/model.ts";
-import type { Checkpoint } from "../engine/checkpoint/mod.ts";
 import type { ModelConfig } from "../engine/config.ts";
 import { parseConfig } from "../engine/config.ts";
 import { syntheticCheckpoint, syntheticConfig } from "../engine/synthetic.ts";
@@ -262,21 +261,6 @@ export async function benchMatmul(gpu: Gpu, ceilings: Ceilings, opts: EngineBenc
 
 // ---------- prefill ----------
 
-/** The synthetic checkpoint, with norm_f filled with ones where the generator has no recipe for it. */
-function benchCheckpoint(config: ModelConfig): Checkpoint {
-  const ckpt = syntheticCheckpoint(config, 0);
-  const normF = "backbone.norm_f.weight";
-  const ones = () => new Float32Array(config.dModel).fill(1);
-  const readF32 = async (name: string) => {
-    try {
-      return await ckpt.readF32(name);
-    } catch (e) {
-      if (name === normF) return ones();
-      throw e;
-    }
-  };
-  return { ...ckpt, readF32, readF16: (name: string) => ckpt.readF16(name) };
-}
 
 export async function benchPrefill(gpu: Gpu, opts: EngineBenchOptions = {}): Promise<BenchRow[]> {
   const log = opts.log ?? ((l: string) => console.error(l));
@@ -289,7 +273,7 @@ export async function benchPrefill(gpu: Gpu, opts: EngineBenchOptions = {}): Pro
   for (const [name, cfg] of models) {
     for (const dtype of ["f32", "f16"] as const) {
       const t0 = performance.now();
-      const model = await Mamba2Model.load(gpu, benchCheckpoint(cfg), { dtype });
+      const model = await Mamba2Model.load(gpu, syntheticCheckpoint(cfg, 0), { dtype });
       const loadS = (performance.now() - t0) / 1000;
       let seed = 1;
       const rnd = () => (seed = (Math.imul(seed, 48271) >>> 0) % 2147483647);

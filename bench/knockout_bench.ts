@@ -10,7 +10,6 @@
 // `benchKnockout()` gives the rows to `deno task bench`.
 
 import { parseArgs } from "node:util";
-import type { Checkpoint } from "../engine/checkpoint/mod.ts";
 import type { ModelConfig } from "../engine/config.ts";
 import { createGpu, type Gpu } from "../engine/gpu.ts";
 import { lastRowKnockouts, type LastRowKnockout } from "../engine/knockout.ts";
@@ -90,17 +89,6 @@ async function benchPrompts(n: number): Promise<BenchPrompt[]> {
   return out;
 }
 
-/** The synthetic checkpoint; a final norm the generator has no recipe for is filled with ones. */
-async function benchCheckpoint(config: ModelConfig): Promise<Checkpoint> {
-  const ckpt = syntheticCheckpoint(config, 0);
-  const normF = "backbone.norm_f.weight";
-  try {
-    await ckpt.readF32(normF);
-    return ckpt;
-  } catch {
-    return { ...ckpt, readF32: (name: string) => name === normF ? Promise.resolve(new Float32Array(config.dModel).fill(1)) : ckpt.readF32(name) };
-  }
-}
 
 function knockoutOf(k: LastRowKnockout, T: number): Knockout {
   const m: Knockout = new Map();
@@ -133,7 +121,7 @@ export async function benchShape(
   shape: string,
   opts: { prompts: number; fullForwards: number; repeats: number },
 ): Promise<ShapeResult> {
-  const ckpt = await benchCheckpoint(benchConfig(shape));
+  const ckpt = syntheticCheckpoint(benchConfig(shape), 0);
   const model = await Mamba2Model.load(gpu, ckpt);
   try {
     const c = model.config;

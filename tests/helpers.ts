@@ -43,17 +43,8 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
-/** Deterministic PRNG (mulberry32) for test inputs. */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG for test inputs (the one the knockout stages sample with). */
+export { mulberry32 as seeded } from "../workflows/lib/bootstrap.ts";
 
 export function knockoutFromGolden(edges: Record<string, [number, number][]>): Map<number, [number, number][]> {
   return new Map(Object.entries(edges).map(([l, e]) => [Number(l), e]));
