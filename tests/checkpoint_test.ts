@@ -31,14 +31,19 @@ function ckptTest(name: string, fn: () => Promise<void> | void) {
   });
 }
 
+/** The error is a one-line CheckpointError matching `pattern`; returns its message. */
+function expectCheckpointError(e: unknown, pattern: RegExp): string {
+  assert.ok(e instanceof CheckpointError, `expected CheckpointError, got ${e}`);
+  assert.ok(!e.message.includes("\n"), `error is not one line: ${e.message}`);
+  assert.match(e.message, pattern);
+  return e.message;
+}
+
 async function rejectsWith(promise: Promise<unknown>, pattern: RegExp): Promise<string> {
   try {
     await promise;
   } catch (e) {
-    assert.ok(e instanceof CheckpointError, `expected CheckpointError, got ${e}`);
-    assert.ok(!e.message.includes("\n"), `error is not one line: ${e.message}`);
-    assert.match(e.message, pattern);
-    return e.message;
+    return expectCheckpointError(e, pattern);
   }
   throw new assert.AssertionError({ message: `expected a CheckpointError matching ${pattern}` });
 }
@@ -47,10 +52,7 @@ function throwsWith(fn: () => unknown, pattern: RegExp): string {
   try {
     fn();
   } catch (e) {
-    assert.ok(e instanceof CheckpointError, `expected CheckpointError, got ${e}`);
-    assert.ok(!e.message.includes("\n"), `error is not one line: ${e.message}`);
-    assert.match(e.message, pattern);
-    return e.message;
+    return expectCheckpointError(e, pattern);
   }
   throw new assert.AssertionError({ message: `expected a CheckpointError matching ${pattern}` });
 }

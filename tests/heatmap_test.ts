@@ -4,7 +4,7 @@
 import { join } from "node:path";
 import { assert, assertEquals, assertThrows } from "./assert.ts";
 import { FIXTURE_DIR } from "./helpers.ts";
-import { describe, FIXTURE, pipeline, type RunResult } from "./pipeline_helpers.ts";
+import { describe, FIXTURE, pipeline, type RunResult, expectOneLineError } from "./pipeline_helpers.ts";
 import { readParquet } from "../workflows/lib/parquet.ts";
 import { parsePromptChoice, STUDY_PROMPTS, tokenLabels } from "../workflows/04_heatmap.ts";
 
@@ -25,15 +25,7 @@ const HEAT_K = GOLDEN.prompts.find((p) => p.heatmap)!.heatmap!.window_size;
 const ONLY = ["--only", "01_construct", "--only", "04_heatmap"];
 const ALL = ["--set", "04_heatmap.filter=all", "--set", `04_heatmap.k=${HEAT_K}`];
 
-function oneLineError(r: RunResult, mention: RegExp) {
-  assert(r.code !== 0, `expected a failure\n${describe(r)}`);
-  // progress lines of stages that ran before the failing one are not part of the error
-  const lines = r.stderr.trim().split("\n").filter((l) => l.trim() !== "" && !/\(\d+\.\d%\) .* ETA /.test(l));
-  assertEquals(lines.length, 1, `stderr should be one line\n${describe(r)}`);
-  assert(lines[0].startsWith("error: "), describe(r));
-  assert(mention.test(lines[0]), `expected ${mention}\n${describe(r)}`);
-  assert(!/\bat .*\.ts:\d+/.test(r.stderr), `stack trace in\n${describe(r)}`);
-}
+const oneLineError = (r: RunResult, mention: RegExp) => expectOneLineError(r, mention, { ignoreProgress: true });
 
 async function figures(dir: string): Promise<string[]> {
   const out: string[] = [];

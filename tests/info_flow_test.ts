@@ -5,7 +5,7 @@
 import { join } from "node:path";
 import { assert, assertEquals, assertThrows } from "./assert.ts";
 import { FIXTURE_DIR } from "./helpers.ts";
-import { describe, FIXTURE, pipeline, type RunResult } from "./pipeline_helpers.ts";
+import { describe, FIXTURE, pipeline, type RunResult, expectOneLineError } from "./pipeline_helpers.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import { readParquet, writeParquet } from "../workflows/lib/parquet.ts";
 import { subjectTokenRange, subjectTokens } from "../workflows/lib/subject.ts";
@@ -38,15 +38,7 @@ const ROW_SPEC = ROWS.join(",");
 const K = GOLDEN.window_size;
 const STAGE_ARGS = ["--only", "01_construct", "--only", "03_info_flow", "--set", "03_info_flow.filter=all", "--set", `03_info_flow.k=${K}`];
 
-function oneLineError(r: RunResult, mention: RegExp) {
-  assert(r.code !== 0, `expected a failure\n${describe(r)}`);
-  // progress lines of stages that ran before the failing one are not part of the error
-  const lines = r.stderr.trim().split("\n").filter((l) => l.trim() !== "" && !/\(\d+\.\d%\) .* ETA /.test(l));
-  assertEquals(lines.length, 1, `stderr should be one line\n${describe(r)}`);
-  assert(lines[0].startsWith("error: "), describe(r));
-  assert(mention.test(lines[0]), `expected ${mention}\n${describe(r)}`);
-  assert(!/\bat .*\.ts:\d+/.test(r.stderr), `stack trace in\n${describe(r)}`);
-}
+const oneLineError = (r: RunResult, mention: RegExp) => expectOneLineError(r, mention, { ignoreProgress: true });
 
 async function exists(p: string): Promise<boolean> {
   return await Deno.stat(p).then(() => true, () => false);

@@ -2,16 +2,7 @@
 // earlier runs exactly as they were.
 import { join } from "node:path";
 import { assert, assertEquals } from "./assert.ts";
-import { describe, FIXTURE, ONLY_01_02, pipeline, type RunResult, snapshot, stage } from "./pipeline_helpers.ts";
-
-function oneLineError(r: RunResult, mention: RegExp) {
-  assert(r.code !== 0, `expected a failure\n${describe(r)}`);
-  const lines = r.stderr.trim().split("\n");
-  assertEquals(lines.length, 1, `stderr should be one line\n${describe(r)}`);
-  assert(lines[0].startsWith("error: "), describe(r));
-  assert(mention.test(lines[0]), `expected ${mention}\n${describe(r)}`);
-  assert(!/\bat .*\.ts:\d+/.test(r.stderr), `stack trace in\n${describe(r)}`);
-}
+import { describe, FIXTURE, ONLY_01_02, pipeline, type RunResult, snapshot, stage, expectOneLineError } from "./pipeline_helpers.ts";
 
 Deno.test("bad input: one line, exit code, earlier outputs untouched", async (t) => {
   const tmp = await Deno.makeTempDir({ prefix: "pipeline_errors_" });
@@ -49,14 +40,14 @@ Deno.test("bad input: one line, exit code, earlier outputs untouched", async (t)
   ];
   for (const [what, run, mention] of cases) {
     await t.step(what, async () => {
-      oneLineError(await run(), mention);
+      expectOneLineError(await run(), mention);
       assertEquals(await snapshot(out), before);
     });
   }
   await t.step("a run folder in use by another live run", async () => {
     const lock = join(out, ".lock");
     await Deno.writeTextFile(lock, `${Deno.pid}\n`); // this test process: alive, and not the child
-    oneLineError(await pipeline([...both, "--force"]), /another pipeline run \(pid \d+\) is writing to/);
+    expectOneLineError(await pipeline([...both, "--force"]), /another pipeline run \(pid \d+\) is writing to/);
     await Deno.remove(lock);
     assertEquals(await snapshot(out), before);
     // a lock whose process is gone (a killed run) is taken over

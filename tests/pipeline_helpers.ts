@@ -1,5 +1,6 @@
 // Shared by the pipeline tests: run `workflows/pipeline.ts` as a child process on the fixture model.
 import { join } from "node:path";
+import { assert, assertEquals } from "./assert.ts";
 import { runDeno } from "./helpers.ts";
 import { hashFile } from "../workflows/lib/hash.ts";
 
@@ -42,4 +43,18 @@ export async function snapshot(dir: string): Promise<Record<string, string>> {
 
 export function describe(r: RunResult): string {
   return `exit ${r.code}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
+}
+
+/**
+ * The run failed with exactly one `error:` line on stderr that matches `mention`, and no stack trace.
+ * With ignoreProgress, plain progress lines of stages that ran before the failing one are not counted.
+ */
+export function expectOneLineError(r: RunResult, mention: RegExp, opts: { ignoreProgress?: boolean } = {}) {
+  assert(r.code !== 0, `expected a failure\n${describe(r)}`);
+  let lines = r.stderr.trim().split("\n");
+  if (opts.ignoreProgress) lines = lines.filter((l) => l.trim() !== "" && !/\(\d+\.\d%\) .* ETA /.test(l));
+  assertEquals(lines.length, 1, `stderr should be one line\n${describe(r)}`);
+  assert(lines[0].startsWith("error: "), describe(r));
+  assert(mention.test(lines[0]), `expected ${mention}\n${describe(r)}`);
+  assert(!/\bat .*\.ts:\d+/.test(r.stderr), `stack trace in\n${describe(r)}`);
 }
