@@ -114,7 +114,7 @@ async function runGroup(
     const maxRows = Math.max(1, Math.floor(gpu.maxBinding / (c.vocabPadded * 4)));
     for (let r0 = 0; r0 < sorted.length; r0 += maxRows) {
       const chunk = sorted.slice(r0, r0 + maxRows);
-      const stats = await recomputeLastRows(model, chunk.map((x) => x.k), group, groupPrompts, T, { capZx, capXbc, capDt, capResid });
+      const stats = await recomputeLastRows(chunk.map((x) => x.k), { capZx, capXbc, capDt, capResid });
       chunk.forEach((x, j) => (results[x.i] = stats[j]));
       onProgress(chunk.length);
     }
@@ -123,12 +123,9 @@ async function runGroup(
     for (const b of owned) b.destroy();
   }
 
+  /** The configurations' last rows, from each window's first layer up; reads the base run's capture. */
   async function recomputeLastRows(
-    model: Mamba2Model,
     ks: LastRowKnockout[],
-    group: number[],
-    groupPrompts: number[][],
-    T: number,
     cap: { capZx: GPUBuffer[]; capXbc: GPUBuffer[]; capDt: GPUBuffer[]; capResid: GPUBuffer },
   ): Promise<TokenStats[]> {
     const n = ks.length;
