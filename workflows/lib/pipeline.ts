@@ -19,6 +19,7 @@ export interface PipelineFlags extends ConfigOverrides {
   from?: string;
   force?: boolean;
   dryRun?: boolean;
+  verify?: boolean; // hash the model files in full for their identity
   out?: string;
 }
 
@@ -201,7 +202,7 @@ class Inputs {
   private loaded?: LoadedModel;
   private loading?: Promise<LoadedModel>;
 
-  constructor(readonly cfg: StudyConfig, readonly dryRun: boolean) {}
+  constructor(readonly cfg: StudyConfig, readonly dryRun: boolean, readonly verify = false) {}
 
   async readDataset(): Promise<Table> {
     if (this.table) return this.table;
@@ -232,7 +233,7 @@ class Inputs {
     if (this.ckpt || this.ckptError) return this.ckpt;
     const local = this.cfg.model.startsWith("/");
     try {
-      this.ckpt = await openModel(this.cfg.model, { offline: this.dryRun });
+      this.ckpt = await openModel(this.cfg.model, { offline: this.dryRun, verify: this.verify });
     } catch (e) {
       // a dry run does not download: a hub model not cached yet is "would run", not an error
       if (this.dryRun && !local) {
@@ -350,7 +351,7 @@ export async function runPipeline(all: StageDef[], flags: PipelineFlags, io: Pip
   for (const n of selected) addNeeded(n);
   const stages = all.filter((s) => needed.has(s.name));
 
-  const inputs = new Inputs(cfg, flags.dryRun ?? false);
+  const inputs = new Inputs(cfg, flags.dryRun ?? false, flags.verify ?? false);
   try {
     // the inputs that the keys are made of
     // the dataset is always read: its row selection names the run folder
