@@ -219,6 +219,8 @@ class Inputs {
     if (this.tokenizerSha) return this.tokenizerSha;
     const p = this.cfg.tokenizer;
     if (!(await exists(p))) throw new UserError(`tokenizer ${relOrAbs(p)} does not exist; pass --tokenizer FILE or fix "tokenizer" in the config`);
+    // a FIFO or device would block the hash below: only a regular file can be a tokenizer
+    if (!(await Deno.stat(p)).isFile) throw new UserError(`tokenizer ${relOrAbs(p)} is not a regular file; point --tokenizer at the file itself`);
     this.tokenizerSha = await hashFile(p);
     return this.tokenizerSha;
   }
