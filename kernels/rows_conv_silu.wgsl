@@ -10,8 +10,8 @@ struct Params {
   n: u32, // recomputed rows
   conv_dim: u32,
   d_conv: u32,
-  in_stride: u32, // row stride of zxbcdt rows (d_in_proj)
-  in_offset: u32, // first xBC channel in a zxbcdt row (d_inner)
+  in_stride: u32, // row stride of src rows (Mamba-2: d_in_proj)
+  in_offset: u32, // first conv channel in a src row (Mamba-2: d_inner)
   layer: u32, // the layer being recomputed
   _pad0: u32,
   _pad1: u32,
@@ -21,10 +21,10 @@ struct Params {
 // rows_meta: (n, 8) u32 per row: (t, t0, base row of the prompt's position 0, window start, window end,
 //   selector, tap mask, unused)
 @group(0) @binding(1) var<storage, read> rows_meta: array<u32>;
-// zxbcdt: (n, in_stride) f32, the recomputed rows
-@group(0) @binding(2) var<storage, read> zxbcdt: array<f32>;
-// base_zxbcdt: (base rows, in_stride) f32, this layer's in_proj output in the base run
-@group(0) @binding(3) var<storage, read> base_zxbcdt: array<f32>;
+// src: (n, in_stride) f32, the recomputed rows of the projection the conv reads
+@group(0) @binding(2) var<storage, read> src: array<f32>;
+// base_src: (base rows, in_stride) f32, the same projection in the base run
+@group(0) @binding(3) var<storage, read> base_src: array<f32>;
 // weight: (conv_dim, d_conv) f32
 @group(0) @binding(4) var<storage, read> weight: array<f32>;
 // bias: (conv_dim) f32
@@ -51,9 +51,9 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
     if (back > t || (taps_off & (1u << back)) != 0u) { continue; }
     var v: f32;
     if (t - back >= t0) {
-      v = zxbcdt[(row - back) * p.in_stride + p.in_offset + ch];
+      v = src[(row - back) * p.in_stride + p.in_offset + ch];
     } else {
-      v = base_zxbcdt[(base0 + t - back) * p.in_stride + p.in_offset + ch];
+      v = base_src[(base0 + t - back) * p.in_stride + p.in_offset + ch];
     }
     acc = fma(weight[ch * p.d_conv + j], v, acc);
   }

@@ -70,6 +70,34 @@ Deno.test("infer with --block matches the golden knockout", async () => {
   assert(maxAbsDiff(out.last_logits, k.last_logits) <= 1e-4 * maxAbs(k.last_logits));
 });
 
+Deno.test("infer --block with --heads and --conv reproduces golden-flows.json", async () => {
+  const g = JSON.parse(await Deno.readTextFile(FIXTURE_DIR + "golden-flows.json"));
+  const p = g.prompts[0]; // 10 tokens, subject 4..8: relation = 0..3 and the last
+  assertEquals(p.subject_tokens, [4, 5, 6, 7, 8]);
+  const golden = (flow: string, heads: string, conv: boolean) =>
+    p.cases.find((c: { flow: string; heads: string; conv: boolean; window_start: number }) => c.flow === flow && c.heads === heads && c.conv === conv && c.window_start === 1);
+  for (const [block, flow, heads, conv] of [
+    ["1-3:last>4-8", "last<-subject", "not-fast:1/3", false],
+    ["1-3:last>0-3,last", "last<-relation", "slow:1/3", false],
+    ["1-3:last>0-3,last", "last<-relation", "all", true],
+  ] as const) {
+    const args = ["--model", FIXTURE_DIR, "--ids", p.ids.join(","), "--mode", "attention", "--block", block, "--json"];
+    if (heads !== "all") args.push("--heads", heads);
+    if (conv) args.push("--conv");
+    const r = await runDeno(["run", "-A", "engine/infer.ts", ...args]);
+    assertEquals(r.code, 0, r.stderr);
+    const logits: number[] = JSON.parse(r.stdout).last_logits.slice(0, 50277);
+    const m = Math.max(...logits);
+    const prob = Math.exp(logits[p.true_id] - m) / logits.reduce((s, v) => s + Math.exp(v - m), 0);
+    const want = golden(flow, heads, conv);
+    assert(Math.abs(prob - want.true_prob) <= 2e-4 * want.true_prob, `${block} --heads ${heads}${conv ? " --conv" : ""}: p ${prob}, golden ${want.true_prob}`);
+  }
+  // text output says which heads and whether the conv path was cut
+  const t = await runDeno(["run", "-A", "engine/infer.ts", "--model", FIXTURE_DIR, "--ids", p.ids.join(","), "--mode", "attention", "--block", "1:last>0", "--heads", "fast:1/2", "--conv", "--top", "1"]);
+  assertEquals(t.code, 0, t.stderr);
+  assert(t.stdout.includes("blocked: 1:last>0 (heads fast:1/2, with the conv taps)"), t.stdout);
+});
+
 Deno.test("infer --dtype f16: the same top token, logits close", async () => {
   const golden = (await goldenEngine()).sequences[4];
   const r = await runDeno(["run", "-A", "engine/infer.ts", "--model", FIXTURE_DIR, "--ids", golden.ids.join(","), "--json", "--dtype", "f16"]);
@@ -98,6 +126,10 @@ Deno.test("infer: bad input gives one line and a non-zero exit", async () => {
     [["--ids", "1", "--dtype", "f8"], /--dtype f8: use f32 or f16/],
     [["--prompt", "a", "--ids", "1"], /exactly one of --prompt or --ids/],
     [["--ids", "1", "--bogus"], /bogus/],
+    [["--ids", "1,2", "--mode", "attention", "--heads", "fast:1/3"], /--heads and --conv act on the edges of --block/],
+    [["--ids", "1,2", "--mode", "attention", "--conv"], /--heads and --conv act on the edges of --block/],
+    [["--ids", "1,2", "--mode", "attention", "--block", "1:last>0", "--heads", "fast:2/1"], /--heads: unit selector "fast:2\/1": the fraction 2\/1 is not in \(0, 1\]/],
+    [["--ids", "1,2", "--mode", "attention", "--block", "1:last>0", "--heads", "only:8"], /unit 8 does not exist/],
   ];
   for (const [args, re] of cases) {
     const r = await runDeno(["run", "-A", "engine/infer.ts", "--model", FIXTURE_DIR, ...args]);

@@ -6,14 +6,12 @@
 // path against full recompute within 1e-4 relative and the same argmax (they differ by float32
 // rounding only: the worst case is printed, typically ~1e-6).
 import { assert, assertEquals } from "./assert.ts";
-import { openCheckpoint } from "../engine/checkpoint/mod.ts";
-import { Mamba2Model } from "../engine/model.ts";
-import { knockoutFastPath } from "../engine/knockout.ts";
+import type { Backbone } from "../engine/backbone.ts";
 import { formatUnitSelector, type KnockoutConfig, parseUnitSelector } from "../engine/arch.ts";
 import { flowEdges, parseFlow } from "../engine/flows.ts";
 import type { TokenStats } from "../engine/probs.ts";
 import { BLOCKS, blockColumns, heatmapConfigs, infoFlowConfigs } from "../workflows/lib/knockout_configs.ts";
-import { FIXTURE_DIR, testGpu } from "./helpers.ts";
+import { FIXTURE_DIR, loadBackbone } from "./helpers.ts";
 
 const GOLDEN_REL_TOL = 2e-4; // p(true) against the float64 goldens, relative
 const FULL_REL_TOL = 1e-4; // fast path against the full recompute, relative
@@ -67,18 +65,13 @@ async function goldenFlows(): Promise<GoldenFlows> {
   return JSON.parse(await Deno.readTextFile(FIXTURE_DIR + "golden-flows.json"));
 }
 
-let modelP: Promise<Mamba2Model> | undefined;
-function fixtureModel(): Promise<Mamba2Model> {
-  return modelP ??= (async () => {
-    const ckpt = await openCheckpoint(FIXTURE_DIR);
-    const m = await Mamba2Model.load(await testGpu(), ckpt);
-    ckpt.close();
-    return m;
-  })();
+let modelP: Promise<Backbone> | undefined;
+function fixtureModel(): Promise<Backbone> {
+  return modelP ??= loadBackbone(FIXTURE_DIR);
 }
 
 /** The configurations as full attention-mode forwards: one prompt per configuration, its spec as the knockout. */
-async function fullRecompute(model: Mamba2Model, prompts: number[][], configs: KnockoutConfig[]): Promise<TokenStats[]> {
+async function fullRecompute(model: Backbone, prompts: number[][], configs: KnockoutConfig[]): Promise<TokenStats[]> {
   return await model.forwardStats(
     configs.map((c) => prompts[c.prompt]),
     configs.map((c) => c.target),
@@ -168,7 +161,7 @@ Deno.test("golden flows: every case by the full forward and by the fast path (fl
   const k = g.window_size;
   // the decays the selectors rank by: exp(-exp(A_log)) per head, as the golden file has them
   g.decay_per_layer.forEach((want, l) => {
-    const got = model.decay(l);
+    const got = model.decay(l)!;
     want.forEach((d, h) => assert(rel(got[h], d) <= 1e-6, `decay of layer ${l} head ${h}: ${got[h]} vs ${d}`));
   });
   const prompts = g.prompts.map((p) => p.ids);
@@ -277,7 +270,7 @@ Deno.test("fast path: many groups and passes (small memory budget) give the same
   const one = await model.knockouts(prompts, targets, configs);
   let calls = 0;
   // capture of ~2 prompts per group and ~3 rows' worth of activations per pass
-  const small = await knockoutFastPath(model, prompts, targets, configs, () => calls++, { captureBytes: 2 * 6 * 13 * 600 * 4, rowsBytes: 3 * 4000 });
+  const small = await model.knockouts(prompts, targets, configs, () => calls++, { captureBytes: 2 * 6 * 13 * 600 * 4, rowsBytes: 3 * 4000 });
   assert(calls >= 20, `${calls} progress calls: the budget did not split the work`);
   small.results.forEach((s, i) => {
     assertEquals(s.predId, one.results[i].predId);

@@ -1,4 +1,4 @@
-// Knockout fast path, SSD attention form on recomputed rows (kernels/ssd_attention_apply.wgsl):
+// Knockout fast path, SSD attention form on recomputed rows (kernels/mamba2/ssd_attention_apply.wgsl):
 //   y[i, c] = sum_{s <= t} M[t, s] * dt_s * x_s[c] + D * x_t[c],   head h = c / headdim,
 // with x_s, dt_s read from the recomputed row i - (t - s) when s >= t0, else from the base run.
 

@@ -1,5 +1,5 @@
 // Knockout fast path, SSD attention form on recomputed rows: for each recomputed row i (position t
-// of its prompt) and head h, row t of the head's attention matrix (kernels/ssd_attention_matrix.wgsl)
+// of its prompt) and head h, row t of the head's attention matrix (kernels/mamba2/ssd_attention_matrix.wgsl)
 //   M[t, s] = (C_t . B_s) * exp(sum_{r = s+1..t} dt_r * A),   s <= t,   0 for s > t,
 // with B_s, dt_s read from the recomputed row i - (t - s) when s >= t0 and from the unblocked base
 // run when s < t0. Inside the configuration's window [start, end), an entry whose column is set in
