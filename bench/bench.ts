@@ -4,7 +4,7 @@
 //   matmul     main matmul shapes of mamba2-130m / mamba2-1.3b at 1, 16, 128 rows, f32 and f16
 //   prefill    tokens/s, 64 ten-token prompts, synthetic models of both shapes, f32 and f16
 //   construct  01_construct throughput (bench/construct_bench.ts)
-//   knockout   k=9 knockout sweep per prompt, fast path vs one full forward per knockout (bench/knockout_bench.ts)
+//   knockout   the nine-flow sweep at k=9 per prompt, fast path vs full recomputes (bench/knockout_bench.ts)
 // --quick runs tiny shapes and few repeats (tests/bench_smoke_test.ts), so the code cannot rot.
 import { parseArgs } from "node:util";
 import { createGpu, type Gpu } from "../engine/gpu.ts";

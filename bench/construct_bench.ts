@@ -7,7 +7,8 @@
 
 import { parseArgs } from "node:util";
 import { createGpu, type Gpu } from "../engine/gpu.ts";
-import { Mamba2Model } from "../engine/model.ts";
+import type { LanguageModel } from "../engine/arch.ts";
+import { loadModel } from "../engine/families.ts";
 import { syntheticCheckpoint, syntheticConfig } from "../engine/synthetic.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import { MODES, makeBatches, type PromptItem, runBatch, tokenizeRows } from "../workflows/01_construct.ts";
@@ -28,7 +29,7 @@ export interface ConstructBenchOptions {
   gpu?: Gpu; // a device to use (default: a new one, destroyed at the end)
 }
 
-async function timeConstruct(model: Mamba2Model, items: PromptItem[], batchSize: number): Promise<number> {
+async function timeConstruct(model: LanguageModel, items: PromptItem[], batchSize: number): Promise<number> {
   const t0 = performance.now();
   for (const mode of MODES) {
     for (const batch of makeBatches(items, batchSize)) await runBatch(model, batch, mode);
@@ -49,7 +50,7 @@ export async function benchConstruct(opts: ConstructBenchOptions = {}): Promise<
   const tok = await loadTokenizer();
   const items = tokenizeRows(tok, dataset.rows.map((_, i) => i), dataset.rows);
   const gpu = opts.gpu ?? await createGpu();
-  const model = await Mamba2Model.load(gpu, syntheticCheckpoint(syntheticConfig(shape), 0));
+  const model = await loadModel(gpu, syntheticCheckpoint(syntheticConfig(shape), 0));
   try {
     // warm-up: every pipeline compiled once
     for (const mode of MODES) await runBatch(model, items.slice(0, 1), mode);

@@ -8,10 +8,11 @@
 // submit is taken off. `deno task bench` prints these rows in one table (bench/bench.ts).
 
 import { type Gpu, Recorder, storageBuffer, writeBuffer } from "../engine/gpu.ts";
-import { destroyWeight, type F16Kernel, matmulPlan, Ops, uploadWeight, type Weight, weightBytes, type WeightDtype } from "../engine/ops.ts";
-import { Mamba2Model } from "../engine/model.ts";
-import type { ModelConfig } from "../engine/config.ts";
+import { destroyWeight, type F16Kernel, matmulPlan, uploadWeight, type Weight, weightBytes, type WeightDtype } from "../engine/matmul.ts";
+import { Ops } from "../engine/ops.ts";
+import { loadModel } from "../engine/families.ts";
 import { parseConfig } from "../engine/config.ts";
+import type { Mamba2Config } from "../engine/mamba2/config.ts";
 import { syntheticCheckpoint, syntheticConfig } from "../engine/synthetic.ts";
 import type { BenchRow } from "./table.ts";
 
@@ -181,7 +182,8 @@ interface Shape {
   k: number;
 }
 
-function shapesOf(model: string, c: ModelConfig): Shape[] {
+/** The main matrices of a Mamba-2 model (the bench's shapes are Mamba-2's). */
+function shapesOf(model: string, c: Mamba2Config): Shape[] {
   return [
     { model, name: "in_proj", n: c.dInProj, k: c.dModel },
     { model, name: "out_proj", n: c.dModel, k: c.dInner },
@@ -192,14 +194,15 @@ function shapesOf(model: string, c: ModelConfig): Shape[] {
 /** Bytes of weights the matmul repeats cycle through: well past this machine's 32 MiB L3. */
 const ROTATE_BYTES = 96 << 20;
 
-const TINY = () => parseConfig({ d_model: 64, n_layer: 2, vocab_size: 1000, pad_vocab_size_multiple: 16, ssm_cfg: { d_state: 16, headdim: 16 } });
+const TINY = () => parseConfig({ d_model: 64, n_layer: 2, vocab_size: 1000, pad_vocab_size_multiple: 16, ssm_cfg: { layer: "Mamba2", d_state: 16, headdim: 16 } }) as Mamba2Config;
+const shape = (name: string) => syntheticConfig(name) as Mamba2Config;
 
 export async function benchMatmul(gpu: Gpu, ceilings: Ceilings, opts: EngineBenchOptions = {}): Promise<BenchRow[]> {
   const log = opts.log ?? ((l: string) => console.error(l));
   const rows: BenchRow[] = [];
   const shapes = opts.quick ? shapesOf("tiny", TINY()) : [
-    ...shapesOf("130m", syntheticConfig("mamba2-130m")),
-    ...shapesOf("1.3b", syntheticConfig("mamba2-1.3b")),
+    ...shapesOf("130m", shape("mamba2-130m")),
+    ...shapesOf("1.3b", shape("mamba2-1.3b")),
   ];
   const ms = opts.quick ? [1, 16] : [1, 16, 128];
   const kinds: { dtype: WeightDtype; f16Kernel?: F16Kernel; label: string; onlyOneRow?: boolean }[] = [
@@ -266,14 +269,14 @@ export async function benchPrefill(gpu: Gpu, opts: EngineBenchOptions = {}): Pro
   const log = opts.log ?? ((l: string) => console.error(l));
   const rows: BenchRow[] = [];
   const B = opts.quick ? 8 : 64, T = 10;
-  const models: [string, ModelConfig][] = opts.quick
+  const models: [string, Mamba2Config][] = opts.quick
     ? [["tiny", TINY()]]
-    : [["mamba2-130m", syntheticConfig("mamba2-130m")], ["mamba2-1.3b", syntheticConfig("mamba2-1.3b")]];
+    : [["mamba2-130m", shape("mamba2-130m")], ["mamba2-1.3b", shape("mamba2-1.3b")]];
   let s32 = 0;
   for (const [name, cfg] of models) {
     for (const dtype of ["f32", "f16"] as const) {
       const t0 = performance.now();
-      const model = await Mamba2Model.load(gpu, syntheticCheckpoint(cfg, 0), { dtype });
+      const model = await loadModel(gpu, syntheticCheckpoint(cfg, 0), { dtype });
       const loadS = (performance.now() - t0) / 1000;
       let seed = 1;
       const rnd = () => (seed = (Math.imul(seed, 48271) >>> 0) % 2147483647);

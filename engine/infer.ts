@@ -1,18 +1,22 @@
-// deno task infer --model M (--prompt "text" | --ids 1,2,3) [--mode scan|attention] [--block SPEC]... [--top K] [--json] [--dtype f32|f16]
-// Runs one prompt through a Mamba-2 checkpoint and prints the next-token distribution.
+// deno task infer --model M (--prompt "text" | --ids 1,2,3) [--mode scan|attention] [--block SPEC]... [--heads SEL] [--conv] [--top K] [--json] [--dtype f32|f16]
+// Runs one prompt through a checkpoint of any supported family and prints the next-token distribution.
 import { parseArgs } from "node:util";
 import { openCheckpoint } from "./checkpoint/mod.ts";
 import { createGpu } from "./gpu.ts";
-import { Mamba2Model } from "./model.ts";
+import { loadModel } from "./families.ts";
+import { InputError, parseUnitSelector } from "./arch.ts";
 import { loadTokenizer } from "./tokenizer.ts";
 import { topK } from "./probs.ts";
 import { type BlockSpec, parseBlockSpec, resolveBlockSpecs } from "./blockspec.ts";
 import { runMain, UsageError } from "./cli.ts";
 
-const HELP = `usage: deno task infer --model M (--prompt "text" | --ids 1,2,3) [--mode scan|attention] [--block L:R>C]... [--top K] [--json] [--dtype f32|f16]
+const HELP = `usage: deno task infer --model M (--prompt "text" | --ids 1,2,3) [--mode scan|attention] [--block L:R>C]... [--heads SEL] [--conv] [--top K] [--json] [--dtype f32|f16]
   --model   a local checkpoint directory (config.json + model.safetensors or pytorch_model.bin) or a Hugging Face id
   --dtype   weights on the GPU: f32 (default) or f16 (half the memory and traffic; activations stay f32)
-  --block   attention mode knockout: layers L (3, 3-5, 1,4,7), row R (index or last), columns C (same syntax, last allowed)`;
+  --block   attention mode knockout: layers L (3, 3-5, 1,4,7), row R (index or last), columns C (same syntax, last allowed)
+  --heads   with --block: the heads (channels for Mamba-1) the knockouts act on, per layer: all (default),
+            fast:a/b, slow:a/b, not-fast:a/b, not-slow:a/b (ranked by decay), only:0-3+7
+  --conv    with --block: also remove the conv1d taps s -> t of the blocked edges (0 < t - s < d_conv)`;
 
 async function main() {
   const { values } = parseArgs({
@@ -24,6 +28,8 @@ async function main() {
       mode: { type: "string", default: "scan" },
       dtype: { type: "string", default: "f32" },
       block: { type: "string", multiple: true, default: [] },
+      heads: { type: "string" },
+      conv: { type: "boolean", default: false },
       top: { type: "string", default: "10" },
       json: { type: "boolean", default: false },
       offline: { type: "boolean", default: false },
@@ -45,6 +51,14 @@ async function main() {
   if (!Number.isInteger(k) || k < 1) throw new UsageError(`--top ${values.top}: give a positive integer`);
   const specs: BlockSpec[] = values.block!.map(parseBlockSpec);
   if (specs.length && mode !== "attention") throw new UsageError("--block needs --mode attention (scan mode has no attention matrix to edit)");
+  if ((values.heads !== undefined || values.conv) && !specs.length) throw new UsageError("--heads and --conv act on the edges of --block: give at least one --block");
+  let units;
+  try {
+    units = values.heads === undefined ? undefined : parseUnitSelector(values.heads);
+  } catch (e) {
+    if (e instanceof InputError) throw new UsageError(`--heads: ${e.message}`);
+    throw e;
+  }
 
   const tokenizer = await loadTokenizer();
   let ids: number[];
@@ -59,20 +73,21 @@ async function main() {
   }
 
   const ckpt = await openCheckpoint(values.model, { offline: values.offline });
-  const cfg = ckpt.config;
-  const knockout = specs.length ? resolveBlockSpecs(specs, ids.length, cfg.nLayer) : undefined;
+  const knockout = specs.length ? resolveBlockSpecs(specs, ids.length, ckpt.config.nLayer, { units, conv: values.conv }) : undefined;
   const gpu = await createGpu();
-  const model = await Mamba2Model.load(gpu, ckpt, { dtype });
+  const model = await loadModel(gpu, ckpt, { dtype });
   ckpt.close();
+  const info = model.info;
   const [logits] = await model.forward([ids], { mode, knockouts: knockout ? [knockout] : undefined });
-  const top = topK(logits, cfg.vocabSize, k).map((t) => ({ ...t, token: tokenizer.decode([t.id]) }));
+  const top = topK(logits, info.vocabSize, k).map((t) => ({ ...t, token: tokenizer.decode([t.id]) }));
   const tokens = tokenizer.decodeEach(ids);
 
   if (values.json) {
     console.log(JSON.stringify({ ids, tokens, last_logits: Array.from(logits), top: top.map((t) => ({ id: t.id, token: t.token, prob: t.prob })) }));
   } else {
-    console.log(`model ${values.model} (${cfg.nLayer} layers, d_model ${cfg.dModel}, ${dtype} weights) on ${gpu.adapterInfo}, ${mode} mode` +
-      (knockout ? `, blocked: ${specs.map((s) => s.text).join(" ")}` : ""));
+    const how = [values.heads === undefined ? "" : `${info.unitName}s ${values.heads}`, values.conv ? "with the conv taps" : ""].filter((x) => x);
+    console.log(`model ${values.model} (${info.family}, ${info.nLayer} layers, d_model ${info.dModel}, ${dtype} weights) on ${gpu.adapterInfo}, ${mode} mode` +
+      (knockout ? `, blocked: ${specs.map((s) => s.text).join(" ")}${how.length ? ` (${how.join(", ")})` : ""}` : ""));
     console.log(`tokens (${ids.length}): ${tokens.map((t, i) => `${i}:${JSON.stringify(t)}`).join(" ")}`);
     console.log(`top ${k} next tokens:`);
     for (const t of top) console.log(`  ${(t.prob * 100).toFixed(2).padStart(6)}%  ${String(t.id).padStart(6)}  ${JSON.stringify(t.token)}`);

@@ -38,3 +38,11 @@ export function topK(logits: ArrayLike<number>, vocabSize: number, k: number, of
   ids.sort((a, b) => logits[offset + b] - logits[offset + a]);
   return ids.slice(0, k).map((id) => ({ id, prob: Math.exp(logits[offset + id] - lse) }));
 }
+
+/** Decode row_stats output (kernels/row_stats.wgsl): (rows, 4) = (max logit, logsumexp, argmax, target logit). */
+export function statsFromRows(out: Float32Array, rows: number): TokenStats[] {
+  return Array.from({ length: rows }, (_, i) => {
+    const [max, lse, arg, target] = out.subarray(i * 4, i * 4 + 4);
+    return { trueProb: Math.exp(target - lse), maxProb: Math.exp(max - lse), predId: arg };
+  });
+}

@@ -1,9 +1,13 @@
-// Synthetic checkpoints: random weights in the shapes of the real state-spaces models, made
-// on the fly (nothing is downloaded or stored), for benchmarks and shape tests.
-// The values are deterministic in (shape, seed) and scaled so activations stay O(1).
-import { type ModelConfig, parseConfig } from "./config.ts";
+// Synthetic checkpoints: random weights in the shapes of the real models, made on the fly
+// (nothing is downloaded or stored), for benchmarks and shape tests. The tensors are the family's
+// own list (engine/<family>/tensors.ts), each filled as its SyntheticInit says; the values are
+// deterministic in (shape, seed) and keep activations O(1).
+import type { ModelConfig } from "./config.ts";
+import { parseConfig } from "./config.ts";
 import type { Checkpoint, TensorInfo } from "./checkpoint/mod.ts";
 import { float32ToHalf } from "./checkpoint/dtype.ts";
+import { expectedTensors } from "./families.ts";
+import { numel, type TensorSpec } from "./tensors.ts";
 
 /** d_model and n_layer of the published Mamba-2 sizes (the other fields are the defaults). */
 export const MAMBA2_SHAPES: Record<string, { d_model: number; n_layer: number }> = {
@@ -32,71 +36,56 @@ function hashName(name: string, seed: number): number {
   return h >>> 0;
 }
 
+/** The config of a published Mamba-2 size, as its state-spaces config.json would give it (with overrides). */
 export function syntheticConfig(shape: string, overrides: Record<string, unknown> = {}): ModelConfig {
   const s = MAMBA2_SHAPES[shape];
   if (!s) throw new Error(`unknown synthetic shape ${shape}: use one of ${Object.keys(MAMBA2_SHAPES).join(", ")}`);
-  return parseConfig({ ...s, vocab_size: 50277, pad_vocab_size_multiple: 16, tie_embeddings: true, ssm_cfg: {}, ...overrides });
+  return parseConfig({ ...s, vocab_size: 50277, pad_vocab_size_multiple: 16, tie_embeddings: true, ssm_cfg: { layer: "Mamba2" }, ...overrides });
 }
 
-export function syntheticCheckpoint(config: ModelConfig, seed = 0): Checkpoint {
-  const c = config;
-  const tensors = new Map<string, TensorInfo>();
-  const add = (name: string, shape: number[]) => tensors.set(name, { name, dtype: "F32", shape });
-  add("backbone.embedding.weight", [c.vocabPadded, c.dModel]);
-  for (let i = 0; i < c.nLayer; i++) {
-    const p = `backbone.layers.${i}`;
-    add(`${p}.norm.weight`, [c.dModel]);
-    add(`${p}.mixer.in_proj.weight`, [c.dInProj, c.dModel]);
-    add(`${p}.mixer.conv1d.weight`, [c.convDim, 1, c.dConv]);
-    add(`${p}.mixer.conv1d.bias`, [c.convDim]);
-    add(`${p}.mixer.dt_bias`, [c.nheads]);
-    add(`${p}.mixer.A_log`, [c.nheads]);
-    add(`${p}.mixer.D`, [c.nheads]);
-    add(`${p}.mixer.norm.weight`, [c.dInner]);
-    add(`${p}.mixer.out_proj.weight`, [c.dModel, c.dInner]);
-  }
-  add("backbone.norm_f.weight", [c.dModel]);
-
-  const values = (name: string, n: number): Float32Array => {
-    const r = rng(hashName(name, seed));
-    const out = new Float32Array(n);
-    const uniform = (lo: number, hi: number) => {
-      for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * r();
-    };
-    const leaf = name.split(".").slice(-2).join(".");
-    if (/(^|\.)(norm|norm_f)\.weight$/.test(leaf) || leaf === "mixer.D") out.fill(1);
-    else if (leaf === "embedding.weight") uniform(-0.05, 0.05);
-    else if (leaf === "in_proj.weight") uniform(-1 / Math.sqrt(c.dModel), 1 / Math.sqrt(c.dModel));
-    else if (leaf === "out_proj.weight") uniform(-1 / Math.sqrt(c.dInner), 1 / Math.sqrt(c.dInner));
-    else if (leaf === "conv1d.weight") uniform(-0.5, 0.5);
-    else if (leaf === "conv1d.bias") uniform(-0.1, 0.1);
-    else if (leaf === "mixer.A_log") for (let i = 0; i < n; i++) out[i] = Math.log(1 + 15 * r());
-    else if (leaf === "mixer.dt_bias") {
-      // inverse softplus of dt drawn log-uniformly in [1e-3, 1e-1], as Mamba-2 initialises it
+/** A tensor's values as its init says, from the stream of (name, seed). */
+function values(t: TensorSpec, seed: number): Float32Array {
+  const r = rng(hashName(t.name, seed));
+  const n = numel(t.shape);
+  const out = new Float32Array(n);
+  const init = t.init;
+  switch (init.kind) {
+    case "ones":
+      return out.fill(1);
+    case "uniform":
+      for (let i = 0; i < n; i++) out[i] = init.lo + (init.hi - init.lo) * r();
+      return out;
+    case "log_decay":
+      for (let i = 0; i < n; i++) out[i] = Math.log(1 + 15 * r());
+      return out;
+    case "dt_bias":
       for (let i = 0; i < n; i++) {
         const dt = Math.exp(Math.log(1e-3) + r() * (Math.log(1e-1) - Math.log(1e-3)));
         out[i] = dt + Math.log(-Math.expm1(-dt));
       }
-    } else throw new Error(`synthetic checkpoint: no recipe for ${name}`);
-    return out;
-  };
+      return out;
+  }
+}
 
-  const info = (name: string) => {
-    const t = tensors.get(name);
+/** A checkpoint of random weights for a config: every tensor its family reads (optional ones left out). */
+export function syntheticCheckpoint(config: ModelConfig, seed = 0): Checkpoint {
+  const specs = new Map(expectedTensors(config).filter((t) => !t.optional).map((t) => [t.name, t]));
+  const spec = (name: string) => {
+    const t = specs.get(name);
     if (!t) throw new Error(`synthetic checkpoint has no tensor ${name}`);
     return t;
   };
-  const numel = (name: string) => info(name).shape.reduce((a, b) => a * b, 1);
+  const info = (name: string): TensorInfo => ({ name, dtype: "F32", shape: [...spec(name).shape] });
   return {
     dir: `synthetic:${seed}`,
-    config: c,
+    config,
     format: "safetensors",
-    identity: `synthetic:d_model=${c.dModel},n_layer=${c.nLayer},seed=${seed}`,
-    list: () => [...tensors.values()],
-    has: (name) => tensors.has(name),
+    identity: `synthetic:${config.family}:d_model=${config.dModel},n_layer=${config.nLayer},seed=${seed}`,
+    list: () => [...specs.keys()].map(info),
+    has: (name) => specs.has(name),
     info,
-    readF32: (name) => Promise.resolve(values(name, numel(name))),
-    readF16: (name) => Promise.resolve(float32ToHalf(values(name, numel(name)))),
+    readF32: (name) => Promise.resolve(values(spec(name), seed)),
+    readF16: (name) => Promise.resolve(float32ToHalf(values(spec(name), seed))),
     close: () => {},
-  } as Checkpoint;
+  };
 }

@@ -1,18 +1,19 @@
-// dt = softplus(dt_raw + dt_bias), per position and head.
+// dt = softplus(dt_raw + bias), per position and channel (Mamba-2: one per head).
+//   dt[row, h] = softplus(src[row, in_offset + h] + bias[h]),  h < width
 
 struct Params {
   rows: u32,
-  nheads: u32,
-  in_stride: u32, // row stride of zxbcdt (d_in_proj)
-  in_offset: u32, // first dt channel in a zxbcdt row (2 * d_inner + 2 * ngroups * d_state)
+  width: u32, // dt channels (Mamba-2: nheads)
+  in_stride: u32, // row stride of src (Mamba-2: d_in_proj)
+  in_offset: u32, // first dt channel in a src row (Mamba-2: 2 * d_inner + 2 * ngroups * d_state)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-// zxbcdt: (rows, in_stride) f32, dt_raw at [in_offset, in_offset + nheads)
-@group(0) @binding(1) var<storage, read> zxbcdt: array<f32>;
-// dt_bias: (nheads) f32
-@group(0) @binding(2) var<storage, read> dt_bias: array<f32>;
-// dt: (rows, nheads) f32
+// src: (rows, in_stride) f32, dt_raw at [in_offset, in_offset + width)
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+// bias: (width) f32
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+// dt: (rows, width) f32
 @group(0) @binding(3) var<storage, read_write> dt: array<f32>;
 
 // log(1 + u) accurate for small u (WGSL has no log1p): the rounding of 1 + u is undone by
@@ -32,8 +33,8 @@ fn softplus(v: f32) -> f32 {
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = gid.x + gid.y * nwg.x * 64u;
-  if (i >= p.rows * p.nheads) { return; }
-  let row = i / p.nheads;
-  let h = i % p.nheads;
-  dt[i] = softplus(zxbcdt[row * p.in_stride + p.in_offset + h] + dt_bias[h]);
+  if (i >= p.rows * p.width) { return; }
+  let row = i / p.width;
+  let h = i % p.width;
+  dt[i] = softplus(src[row * p.in_stride + p.in_offset + h] + bias[h]);
 }

@@ -1,4 +1,4 @@
-// Embedding lookup from an f16 table (engine/ops.ts Weight with dtype f16): as embedding.wgsl,
+// Embedding lookup from an f16 table (engine/matmul.ts Weight with dtype f16): as embedding.wgsl,
 // with the halves read as packed u32 pairs (any adapter) and widened to f32.
 
 struct Params {

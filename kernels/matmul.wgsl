@@ -1,9 +1,9 @@
 // y[m, y_col + n] (+)= sum_k x[m, k] * w[n, k]   — x @ w^T with w in PyTorch's (out, in) layout.
-// The generic path for any k (engine/ops.ts sends k a multiple of 8 to matmul_tiled.wgsl, which
+// The generic path for any k (engine/matmul.ts sends k a multiple of 8 to matmul_tiled.wgsl, which
 // is far faster): one output per invocation. w may be one row chunk of a larger weight (the
 // tied lm_head is split across bindings); y_col places the chunk's outputs in the full row.
 // accumulate = 1 adds into y (residual add). The weights come through w1() of
-// matmul_weights_<dtype>.wgsl, prepended by engine/ops.ts.
+// matmul_weights_<dtype>.wgsl, prepended by engine/matmul.ts.
 
 struct Params {
   m: u32, // rows of x

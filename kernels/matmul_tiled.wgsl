@@ -1,7 +1,7 @@
 // y[m, y_col + n] (+)= sum_k x[m, k] * w[n, k]   — x @ w^T, w in PyTorch's (out, in) layout,
 // for k a multiple of 8. The fast path of every matmul: the GEMV shape (a few rows, as in the
 // knockout recomputes and the lm_head of a batch's last positions) and the batched shape
-// (prefill) are the same kernel with a different register block, chosen by engine/ops.ts.
+// (prefill) are the same kernel with a different register block, chosen by engine/matmul.ts.
 //
 // Each invocation keeps a block of {R} rows of x times {C} = 4*{NC} rows of w in registers and
 // walks k in steps of 8: per step it loads 2 vec4 of each of its x rows and 8 weights of each of
@@ -11,7 +11,7 @@
 // a second load. The weights come through w8() of matmul_weights_<dtype>.wgsl (f32, or halves
 // converted to f32 on load); accumulation is f32.
 //
-// Template, expanded by engine/ops.ts before compiling: {R} {NC} {C} {WG} are replaced by
+// Template, expanded by engine/matmul.ts before compiling: {R} {NC} {C} {WG} are replaced by
 // numbers; a line mentioning {r} is repeated for r = 0..R-1, one mentioning {j} for
 // j = 0..NC-1, one mentioning both for every (r, j) pair, r outer.
 

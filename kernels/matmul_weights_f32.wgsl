@@ -1,5 +1,5 @@
 // Weight access for the matmul kernels, f32 storage. Prepended to matmul.wgsl / matmul_tiled.wgsl
-// by engine/ops.ts; the other dtypes (matmul_weights_f16*.wgsl) define the same two functions.
+// by engine/matmul.ts; the other dtypes (matmul_weights_f16*.wgsl) define the same two functions.
 //   w8(row_base, b): weights 8*b .. 8*b+7 of the row that starts at 8-block row_base
 //   w1(i): the single weight at element index i (the generic kernel, any row length; for f32
 //          that is matmul_weights_f32_scalar.wgsl, as f32 rows need not fill whole vec4)

@@ -2,6 +2,7 @@
 import { assert, assertEquals, assertThrows } from "./assert.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import { parseBlockSpec, resolveBlockSpecs } from "../engine/blockspec.ts";
+import type { KnockoutSpec } from "../engine/arch.ts";
 import { FIXTURE_DIR, goldenEngine, maxAbs, maxAbsDiff, runDeno } from "./helpers.ts";
 
 Deno.test("tokenizer: the ids published for the study's prompts", async () => {
@@ -12,18 +13,22 @@ Deno.test("tokenizer: the ids published for the study's prompts", async () => {
   assertEquals(tok.decodeEach([2115, 961, 91, 17703, 13, 3692]), ["Com", "mer", "z", "bank", ",", " whose"]);
 });
 
+/** The edges a resolved --block list blocks in layer l (one spec per layer). */
+const edgesIn = (ko: KnockoutSpec[], l: number) => ko.find((k) => k.start === l && k.end === l + 1)?.edges;
+
 Deno.test("--block specs resolve to edges", () => {
   const ko = resolveBlockSpecs([parseBlockSpec("3-5:last>0,2"), parseBlockSpec("1,4:last>2-3")], 6, 8);
-  assertEquals([...ko.keys()].sort(), [1, 3, 4, 5]);
-  assertEquals(ko.get(3), [[5, 0], [5, 2]]);
-  assertEquals(ko.get(5), [[5, 0], [5, 2]]);
-  assertEquals(ko.get(4), [[5, 0], [5, 2], [5, 3]], "repeated edges are merged");
-  assertEquals(ko.get(1), [[5, 2], [5, 3]]);
-  assertEquals(resolveBlockSpecs([parseBlockSpec("0:3>1")], 6, 8).get(0), [[3, 1]], "any row, not only the last");
+  assertEquals(ko.map((k) => [k.start, k.end]), [[1, 2], [3, 4], [4, 5], [5, 6]]);
+  assertEquals(edgesIn(ko, 3), [[5, 0], [5, 2]]);
+  assertEquals(edgesIn(ko, 5), [[5, 0], [5, 2]]);
+  assertEquals(edgesIn(ko, 4), [[5, 0], [5, 2], [5, 3]], "repeated edges are merged");
+  assertEquals(edgesIn(ko, 1), [[5, 2], [5, 3]]);
+  assert(ko.every((k) => k.units === undefined && k.conv === undefined), "every head, no conv unless asked");
+  assertEquals(edgesIn(resolveBlockSpecs([parseBlockSpec("0:3>1")], 6, 8), 0), [[3, 1]], "any row, not only the last");
   // `last` as a column means the prompt's last position; a row can't see later columns
   assertThrows(() => resolveBlockSpecs([parseBlockSpec("1:2>last")], 6, 8), /column 5 is after row 2/);
   const all = resolveBlockSpecs([parseBlockSpec("0-1:last>0-last")], 4, 2);
-  assertEquals(all.get(1), [[3, 0], [3, 1], [3, 2], [3, 3]]);
+  assertEquals(edgesIn(all, 1), [[3, 0], [3, 1], [3, 2], [3, 3]]);
 });
 
 Deno.test("bad --block specs are refused with one line", () => {
@@ -65,6 +70,34 @@ Deno.test("infer with --block matches the golden knockout", async () => {
   assert(maxAbsDiff(out.last_logits, k.last_logits) <= 1e-4 * maxAbs(k.last_logits));
 });
 
+Deno.test("infer --block with --heads and --conv reproduces golden-flows.json", async () => {
+  const g = JSON.parse(await Deno.readTextFile(FIXTURE_DIR + "golden-flows.json"));
+  const p = g.prompts[0]; // 10 tokens, subject 4..8: relation = 0..3 and the last
+  assertEquals(p.subject_tokens, [4, 5, 6, 7, 8]);
+  const golden = (flow: string, heads: string, conv: boolean) =>
+    p.cases.find((c: { flow: string; heads: string; conv: boolean; window_start: number }) => c.flow === flow && c.heads === heads && c.conv === conv && c.window_start === 1);
+  for (const [block, flow, heads, conv] of [
+    ["1-3:last>4-8", "last<-subject", "not-fast:1/3", false],
+    ["1-3:last>0-3,last", "last<-relation", "slow:1/3", false],
+    ["1-3:last>0-3,last", "last<-relation", "all", true],
+  ] as const) {
+    const args = ["--model", FIXTURE_DIR, "--ids", p.ids.join(","), "--mode", "attention", "--block", block, "--json"];
+    if (heads !== "all") args.push("--heads", heads);
+    if (conv) args.push("--conv");
+    const r = await runDeno(["run", "-A", "engine/infer.ts", ...args]);
+    assertEquals(r.code, 0, r.stderr);
+    const logits: number[] = JSON.parse(r.stdout).last_logits.slice(0, 50277);
+    const m = Math.max(...logits);
+    const prob = Math.exp(logits[p.true_id] - m) / logits.reduce((s, v) => s + Math.exp(v - m), 0);
+    const want = golden(flow, heads, conv);
+    assert(Math.abs(prob - want.true_prob) <= 2e-4 * want.true_prob, `${block} --heads ${heads}${conv ? " --conv" : ""}: p ${prob}, golden ${want.true_prob}`);
+  }
+  // text output says which heads and whether the conv path was cut
+  const t = await runDeno(["run", "-A", "engine/infer.ts", "--model", FIXTURE_DIR, "--ids", p.ids.join(","), "--mode", "attention", "--block", "1:last>0", "--heads", "fast:1/2", "--conv", "--top", "1"]);
+  assertEquals(t.code, 0, t.stderr);
+  assert(t.stdout.includes("blocked: 1:last>0 (heads fast:1/2, with the conv taps)"), t.stdout);
+});
+
 Deno.test("infer --dtype f16: the same top token, logits close", async () => {
   const golden = (await goldenEngine()).sequences[4];
   const r = await runDeno(["run", "-A", "engine/infer.ts", "--model", FIXTURE_DIR, "--ids", golden.ids.join(","), "--json", "--dtype", "f16"]);
@@ -93,6 +126,10 @@ Deno.test("infer: bad input gives one line and a non-zero exit", async () => {
     [["--ids", "1", "--dtype", "f8"], /--dtype f8: use f32 or f16/],
     [["--prompt", "a", "--ids", "1"], /exactly one of --prompt or --ids/],
     [["--ids", "1", "--bogus"], /bogus/],
+    [["--ids", "1,2", "--mode", "attention", "--heads", "fast:1/3"], /--heads and --conv act on the edges of --block/],
+    [["--ids", "1,2", "--mode", "attention", "--conv"], /--heads and --conv act on the edges of --block/],
+    [["--ids", "1,2", "--mode", "attention", "--block", "1:last>0", "--heads", "fast:2/1"], /--heads: unit selector "fast:2\/1": the fraction 2\/1 is not in \(0, 1\]/],
+    [["--ids", "1,2", "--mode", "attention", "--block", "1:last>0", "--heads", "only:8"], /unit 8 does not exist/],
   ];
   for (const [args, re] of cases) {
     const r = await runDeno(["run", "-A", "engine/infer.ts", "--model", FIXTURE_DIR, ...args]);

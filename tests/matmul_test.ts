@@ -1,4 +1,4 @@
-// The matmul kernels (engine/ops.ts matmul: matmul_tiled.wgsl for k a multiple of 8, the generic
+// The matmul kernels (engine/matmul.ts: matmul_tiled.wgsl for k a multiple of 8, the generic
 // matmul.wgsl otherwise) with every weight storage (f32, f16 read packed, f16 read as shader-f16
 // values where the adapter has it) and every register block the planner may pick, against the
 // float64 CPU reference on the same (f16-rounded) weights. Edges: m not a multiple of the block's
@@ -6,9 +6,10 @@
 // the output (yStride, yCol) with accumulate. Outputs start as NaN (or random where accumulated),
 // so an output left unwritten fails.
 import { createGpu, type Gpu, readBuffer, Recorder, uploadBuffer } from "../engine/gpu.ts";
-import { destroyWeight, type F16Kernel, matmulPlan, type MatmulPlan, Ops, uploadWeight, type WeightDtype } from "../engine/ops.ts";
+import { destroyWeight, type F16Kernel, matmulPlan, type MatmulPlan, uploadWeight, type WeightDtype } from "../engine/matmul.ts";
+import { Ops } from "../engine/ops.ts";
 import { float32ToHalf, halfToFloat32 } from "../engine/checkpoint/dtype.ts";
-import * as ref from "./reference.ts";
+import * as ref from "./reference/shared.ts";
 import { assert, assertEquals } from "./assert.ts";
 import { seeded } from "./helpers.ts";
 

@@ -4,11 +4,10 @@
 // what depends on it, --force reruns, --dry-run only says.
 import { join } from "node:path";
 import { assert, assertEquals } from "./assert.ts";
-import { FIXTURE_DIR, testGpu } from "./helpers.ts";
+import { FIXTURE_DIR, loadBackbone } from "./helpers.ts";
 import { describe, FIXTURE, ONLY_01_02, pipeline, snapshot, stage } from "./pipeline_helpers.ts";
 import { readParquet } from "../workflows/lib/parquet.ts";
 import { openCheckpoint } from "../engine/checkpoint/mod.ts";
-import { Mamba2Model } from "../engine/model.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import { tokenStats } from "../engine/probs.ts";
 
@@ -65,7 +64,7 @@ Deno.test("pipeline on the fixture model: outputs, values, cache", async (t) => 
   await t.step("parquet columns, types and values agree with the engine run directly", async () => {
     const tok = await loadTokenizer();
     const ckpt = await openCheckpoint(FIXTURE_DIR);
-    const model = await Mamba2Model.load(await testGpu(), ckpt);
+    const model = await loadBackbone(ckpt);
     const golden: GoldenPrompt[] = JSON.parse(await Deno.readTextFile(FIXTURE_DIR + "golden-experiments.json")).prompts;
     const dataset = await readParquet(new URL("../data/counterfact-tracing.parquet", import.meta.url).pathname);
     try {
@@ -86,7 +85,7 @@ Deno.test("pipeline on the fixture model: outputs, values, cache", async (t) => 
           assertEquals(r.true_id, tok.encode(r.target_true as string)[0]);
           // one prompt at a time, logits back to the host, softmax in float64
           const [logits] = await model.forward([ids], { mode });
-          const s = tokenStats(logits, model.config.vocabSize, r.true_id as number);
+          const s = tokenStats(logits, model.info.vocabSize, r.true_id as number);
           assert(close(r.true_prob as number, s.trueProb, 1e-9, 1e-4), `row ${row} ${mode} true_prob ${r.true_prob} vs ${s.trueProb}`);
           assert(close(r.max_prob as number, s.maxProb, 1e-9, 1e-4), `row ${row} ${mode} max_prob ${r.max_prob} vs ${s.maxProb}`);
           assertEquals(r.pred_id, s.predId, `row ${row} ${mode} pred_id`);

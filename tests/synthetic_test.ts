@@ -3,8 +3,7 @@
 import { assert, assertEquals } from "./assert.ts";
 import { expectModelTensors } from "../engine/checkpoint/mod.ts";
 import { MAMBA2_SHAPES, syntheticCheckpoint, syntheticConfig } from "../engine/synthetic.ts";
-import { Mamba2Model } from "../engine/model.ts";
-import { testGpu } from "./helpers.ts";
+import { loadBackbone } from "./helpers.ts";
 
 Deno.test("synthetic checkpoints: complete, deterministic, finite outputs", async () => {
   for (const shape of Object.keys(MAMBA2_SHAPES)) expectModelTensors(syntheticCheckpoint(syntheticConfig(shape)));
@@ -17,7 +16,7 @@ Deno.test("synthetic checkpoints: complete, deterministic, finite outputs", asyn
   }
   const emb1 = await a.readF32("backbone.embedding.weight"), emb2 = await c.readF32("backbone.embedding.weight");
   assert(emb1.some((v, i) => v !== emb2[i]), "another seed, other values");
-  const model = await Mamba2Model.load(await testGpu(), a);
+  const model = await loadBackbone(a);
   const [logits] = await model.forward([[1, 2, 3, 4]], { mode: "scan" });
   assert(logits.every(Number.isFinite));
   model.destroy();

@@ -433,7 +433,7 @@ export default defineStage<InfoFlowParams>({
 
     // 2. the configurations (k is checked against the model's layers before anything runs)
     const loaded = await ctx.model();
-    const nLayer = loaded.model.config.nLayer;
+    const nLayer = loaded.model.info.nLayer;
     for (const k of ks) layerWindows(nLayer, k, convention);
     const configs = new Map(prompts.map((p) => [
       p.row,

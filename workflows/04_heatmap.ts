@@ -209,7 +209,7 @@ export default defineStage<HeatmapParams>({
     }
 
     const loaded = await ctx.model();
-    const nLayer = loaded.model.config.nLayer;
+    const nLayer = loaded.model.info.nLayer;
     layerWindows(nLayer, P.k, "start"); // k larger than the model's layers: one clear error
     const prompts: HeatmapPrompt[] = chosen.map((row) => {
       const a: ConstructRow = attention.get(row)!;

@@ -11,8 +11,10 @@ import { CONFIG_FILE, findWeightFiles, PYTORCH_FILE, SAFETENSORS_FILE } from "./
 import { openPytorch } from "./pytorch.ts";
 import { openSafetensors, openShardedSafetensors } from "./safetensors.ts";
 import { CheckpointError, type DType, fmtShape, type TensorInfo, type TensorSource } from "./types.ts";
+import { expectedTensors } from "../families.ts";
+import { checkTensors } from "../tensors.ts";
 
-export { CheckpointError, hfCacheDir };
+export { CheckpointError, fmtShape, hfCacheDir };
 export type { DType, TensorInfo };
 
 export interface Checkpoint {
@@ -24,6 +26,8 @@ export interface Checkpoint {
   list(): TensorInfo[];
   has(name: string): boolean;
   info(name: string): TensorInfo;
+  /** The dtype of a tensor present in a dtype this engine cannot read (undefined otherwise). */
+  unsupportedDtype?(name: string): string | undefined;
   /** Contiguous row-major float32 (exact for F16/BF16 sources). */
   readF32(name: string): Promise<Float32Array>;
   /** Contiguous row-major IEEE half bits (F32/BF16 sources rounded to nearest even). */
@@ -186,52 +190,16 @@ export async function openCheckpoint(modelIdOrPath: string, opts: OpenOptions = 
   );
 }
 
-/** Shape every tensor of the Mamba-2 model must have, given its config. */
+/** Shape every tensor of the model must have, given its config (its family's tensor list, engine/families.ts). */
 export function expectedModelShapes(config: ModelConfig): Map<string, number[]> {
-  const shapes = new Map<string, number[]>();
-  shapes.set("backbone.embedding.weight", [config.vocabPadded, config.dModel]);
-  for (let i = 0; i < config.nLayer; i++) {
-    const p = `backbone.layers.${i}`;
-    shapes.set(`${p}.norm.weight`, [config.dModel]);
-    shapes.set(`${p}.mixer.in_proj.weight`, [config.dInProj, config.dModel]);
-    shapes.set(`${p}.mixer.conv1d.weight`, [config.convDim, 1, config.dConv]);
-    shapes.set(`${p}.mixer.conv1d.bias`, [config.convDim]);
-    shapes.set(`${p}.mixer.dt_bias`, [config.nheads]);
-    shapes.set(`${p}.mixer.A_log`, [config.nheads]);
-    shapes.set(`${p}.mixer.D`, [config.nheads]);
-    shapes.set(`${p}.mixer.norm.weight`, [config.dInner]);
-    shapes.set(`${p}.mixer.out_proj.weight`, [config.dModel, config.dInner]);
-  }
-  shapes.set("backbone.norm_f.weight", [config.dModel]);
-  return shapes;
+  return new Map(expectedTensors(config).filter((t) => !t.optional).map((t) => [t.name, t.shape]));
 }
 
 /**
- * Check that every tensor the model needs is present with the shape its config implies (lm_head.weight
- * only when the embeddings are not tied, though if present it must fit); throws CheckpointError naming
- * the first mismatch.
+ * Check that every tensor the model needs is present with the shape its config implies (a tied
+ * lm_head.weight only if present), and that no other tensor is; throws CheckpointError naming the
+ * first mismatch.
  */
 export function expectModelTensors(ckpt: Checkpoint): void {
-  const shapes = expectedModelShapes(ckpt.config);
-  const lmHead = [ckpt.config.vocabPadded, ckpt.config.dModel];
-  if (!ckpt.config.tieEmbeddings || ckpt.has("lm_head.weight")) shapes.set("lm_head.weight", lmHead);
-  for (const [name, expected] of shapes) {
-    if (!ckpt.has(name)) {
-      const dtype = ckpt instanceof OpenCheckpoint ? ckpt.unsupportedDtype(name) : undefined;
-      const why = dtype === undefined ? "is missing" : `is ${dtype}, which cannot be loaded (only F32, F16, BF16)`;
-      throw new CheckpointError(
-        `${ckpt.dir}: tensor '${name}' (expected shape ${
-          fmtShape(expected)
-        }) ${why}; the weights and ${CONFIG_FILE} do not belong together`,
-      );
-    }
-    const { shape } = ckpt.info(name);
-    if (shape.length !== expected.length || shape.some((d, i) => d !== expected[i])) {
-      throw new CheckpointError(
-        `${ckpt.dir}: tensor '${name}' has shape ${fmtShape(shape)} but ${CONFIG_FILE} implies ${
-          fmtShape(expected)
-        }; the weights and the config do not belong together`,
-      );
-    }
-  }
+  checkTensors(ckpt, expectedTensors(ckpt.config));
 }

@@ -3,13 +3,13 @@
 
 import { createGpu, type Gpu } from "../../engine/gpu.ts";
 import { type Checkpoint, openCheckpoint } from "../../engine/checkpoint/mod.ts";
-import { Mamba2Model } from "../../engine/model.ts";
+import type { LanguageModel } from "../../engine/arch.ts";
+import { loadModel as loadFamilyModel } from "../../engine/families.ts";
 
-export type { Checkpoint, Gpu };
-export { Mamba2Model };
+export type { Checkpoint, Gpu, LanguageModel };
 
 export interface LoadedModel {
-  model: Mamba2Model;
+  model: LanguageModel;
   gpu: Gpu;
   adapterInfo: string;
   /** true once the device reported itself lost; the model must be reloaded */
@@ -28,7 +28,7 @@ export async function loadModel(ckpt: Checkpoint, opts: { dtype?: "f32" | "f16" 
   gpu.device.lost.then(() => {
     isLost = true;
   });
-  const model = await Mamba2Model.load(gpu, ckpt, { dtype: opts.dtype ?? "f32" });
+  const model = await loadFamilyModel(gpu, ckpt, { dtype: opts.dtype ?? "f32" });
   const becameLost = async (ms = 200) => {
     if (isLost) return true;
     let timer: ReturnType<typeof setTimeout> | undefined;

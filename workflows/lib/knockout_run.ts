@@ -4,7 +4,7 @@
 // interrupted run resumes to the same result.
 
 import { join } from "node:path";
-import { lastRowKnockouts, type LastRowKnockout } from "../../engine/knockout.ts";
+import type { KnockoutConfig, LanguageModel } from "../../engine/arch.ts";
 import type { PromptKnockout } from "./knockout_configs.ts";
 import { readParquet } from "./parquet.ts";
 import { RowLog } from "./resume.ts";
@@ -90,16 +90,17 @@ export async function runKnockoutJobs(
     for (const group of fixedGroups(jobs, opts.groupPrompts)) {
       if (group.every((j) => log.has(j.row))) continue;
       ctx.checkInterrupted(`${log.done.size}/${jobs.length} prompts`);
-      const configs: LastRowKnockout[] = [];
+      const configs: KnockoutConfig[] = [];
       group.forEach((j, pi) => {
-        for (const c of j.configs) configs.push({ prompt: pi, start: c.start, end: c.end, cols: c.cols, target: j.target });
+        const last = j.ids.length - 1;
+        for (const c of j.configs) configs.push({ prompt: pi, start: c.start, end: c.end, edges: c.cols.map((s) => [last, s]), target: j.target });
       });
-      let run: Awaited<ReturnType<typeof lastRowKnockouts>> | undefined;
+      let run: Awaited<ReturnType<LanguageModel["knockouts"]>> | undefined;
       for (let attempt = 0; !run; attempt++) {
         const loaded = await ctx.model();
         let ticked = 0;
         try {
-          run = await lastRowKnockouts(loaded.model, group.map((j) => j.ids), group.map((j) => j.target), configs, (n) => {
+          run = await loaded.model.knockouts(group.map((j) => j.ids), group.map((j) => j.target), configs, (n) => {
             bar.tick(n - ticked);
             ticked = n;
           });

@@ -1,118 +1,16 @@
-// CPU reference of every WGSL kernel (kernels/*.wgsl) and of the whole Mamba-2 forward, in
-// float64 (plain JS numbers). Plain loops and no tricks: this file is the spec the GPU kernels
-// are tested against (tests/kernels_test.ts), and it is itself checked against the float64
-// golden logits of the fixture model.
+// CPU reference of the Mamba-2 kernels (kernels/mamba2/*.wgsl) and of the whole Mamba-2 forward,
+// in float64, on top of the shared reference (tests/reference/shared.ts). The spec the Mamba-2
+// kernels are tested against (tests/mamba2_kernels_test.ts), itself checked against the float64
+// golden logits of the fixture models.
 //
-// Layouts are those of the kernels: row-major (rows, cols). A batch of B prompts right-padded
-// to length T is N = B*T rows; position t of prompt b is row b*T + t.
-// Inputs may be Float32Array (what is uploaded to the GPU) or Float64Array; outputs are Float64Array.
-
-import type { ModelConfig } from "../engine/config.ts";
-import type { SsdShape } from "../engine/ops.ts";
-
-export type Vec = ArrayLike<number>;
-
-export const NORM_EPS = 1e-5;
-
-export function silu(v: number): number {
-  return v / (1 + Math.exp(-v));
-}
-
-/** PyTorch softplus (beta 1, threshold 20): v itself above 20, else log(1 + e^v). */
-export function softplus(v: number): number {
-  return v > 20 ? v : Math.log1p(Math.exp(v));
-}
-
-/** out (n, dModel) = table[ids]; table (vocab, dModel) */
-export function embedding(table: Vec, dModel: number, ids: Vec): Float64Array {
-  const out = new Float64Array(ids.length * dModel);
-  for (let t = 0; t < ids.length; t++) {
-    for (let c = 0; c < dModel; c++) out[t * dModel + c] = table[ids[t] * dModel + c];
-  }
-  return out;
-}
-
-/** out (rows, dim) = x / sqrt(mean(x^2) + eps) * weight; x (rows, dim), weight (dim) */
-export function rmsnorm(x: Vec, weight: Vec, rows: number, dim: number, eps: number): Float64Array {
-  const out = new Float64Array(rows * dim);
-  for (let r = 0; r < rows; r++) {
-    let ss = 0;
-    for (let c = 0; c < dim; c++) ss += x[r * dim + c] ** 2;
-    const scale = 1 / Math.sqrt(ss / dim + eps);
-    for (let c = 0; c < dim; c++) out[r * dim + c] = x[r * dim + c] * scale * weight[c];
-  }
-  return out;
-}
-
-/**
- * y[i, yCol + j] (+)= sum_k x[i, k] * w[j, k]: x (m, k) @ w^T, w (n, k) in PyTorch's (out, in)
- * layout; y (m, yStride), a new zero matrix unless given; accumulate adds into it.
- */
-export function matmul(
-  x: Vec,
-  w: Vec,
-  m: number,
-  n: number,
-  k: number,
-  opts: { y?: Float64Array; yStride?: number; yCol?: number; accumulate?: boolean } = {},
-): Float64Array {
-  const yStride = opts.yStride ?? n, yCol = opts.yCol ?? 0;
-  const y = opts.y ?? new Float64Array(m * yStride);
-  for (let i = 0; i < m; i++) {
-    for (let j = 0; j < n; j++) {
-      let s = 0;
-      for (let kk = 0; kk < k; kk++) s += x[i * k + kk] * w[j * k + kk];
-      const idx = i * yStride + yCol + j;
-      y[idx] = opts.accumulate ? y[idx] + s : s;
-    }
-  }
-  return y;
-}
-
-/**
- * out (rows, convDim) = silu(bias + causal depthwise conv1d over time) of the xBC slice
- * zxbcdt[:, inOffset : inOffset + convDim]; zxbcdt (rows, inStride), weight (convDim, dConv),
- * bias (convDim). Each prompt (seq rows) starts at t = 0: taps before it read zero.
- *   out[t, c] = silu(bias[c] + sum_j weight[c, j] * xBC[t + j - (dConv - 1), c])
- */
-export function conv1dSilu(
-  zxbcdt: Vec,
-  weight: Vec,
-  bias: Vec,
-  s: { rows: number; seq: number; convDim: number; dConv: number; inStride: number; inOffset: number },
-): Float64Array {
-  const out = new Float64Array(s.rows * s.convDim);
-  for (let row = 0; row < s.rows; row++) {
-    const t = row % s.seq;
-    for (let c = 0; c < s.convDim; c++) {
-      let acc = bias[c];
-      for (let j = 0; j < s.dConv; j++) {
-        const src = t + j - (s.dConv - 1); // time read by tap j
-        if (src >= 0) acc += weight[c * s.dConv + j] * zxbcdt[(row - t + src) * s.inStride + s.inOffset + c];
-      }
-      out[row * s.convDim + c] = silu(acc);
-    }
-  }
-  return out;
-}
-
-/** dt (rows, nheads) = softplus(zxbcdt[:, inOffset + h] + dtBias[h]) */
-export function dtSoftplus(
-  zxbcdt: Vec,
-  dtBias: Vec,
-  s: { rows: number; nheads: number; inStride: number; inOffset: number },
-): Float64Array {
-  const dt = new Float64Array(s.rows * s.nheads);
-  for (let r = 0; r < s.rows; r++) {
-    for (let h = 0; h < s.nheads; h++) dt[r * s.nheads + h] = softplus(zxbcdt[r * s.inStride + s.inOffset + h] + dtBias[h]);
-  }
-  return dt;
-}
-
-// ---- the SSD ----
 // xbc (N, convDim) rows are [x (dInner) | B (ngroups*dState) | C (ngroups*dState)]; x channel
 // c = h*headdim + p belongs to head h, and head h reads the B, C of group g = h / (nheads/ngroups).
 // dt (N, nheads); a (nheads) = A = -exp(A_log); d (nheads) the skip D.
+
+import type { Mamba2Config } from "../../engine/mamba2/config.ts";
+import type { SsdShape } from "../../engine/mamba2/ops.ts";
+import { type KnockoutSpec, selectByDecay } from "../../engine/arch.ts";
+import { conv1dSilu, dtSoftplus, embedding, matmul, metaOf, NORM_EPS, rmsnorm, rowOrBase, silu, type Vec } from "./shared.ts";
 
 const groupOf = (h: number, s: SsdShape) => Math.floor(h / (s.nheads / s.ngroups));
 const bAt = (row: number, g: number, n: number, s: SsdShape) => row * s.convDim + s.dInner + g * s.dState + n;
@@ -171,9 +69,11 @@ export function ssdGram(xbc: Vec, s: SsdShape): Float64Array {
 /**
  * Attention form, SSD step 2: m (batch, nheads, seq, seq), the masked decay matrix
  *   M[t, u] = G[t, u] * exp(segsum(t, u)),  segsum(t, u) = sum_{r = u+1..t} dt_r * A,   u <= t,
- * 0 above the diagonal and where mask (batch, seq, seq) is nonzero (the knockout, every head).
+ * 0 above the diagonal and where the knockout blocks (t, u) in head h: mask (batch, seq, seq)
+ * holds k > 0 and row k - 1 of headSets (sets, nheads) is nonzero at h (without headSets, every
+ * nonzero mask entry is blocked in every head).
  */
-export function ssdAttentionMatrix(gram: Vec, dt: Vec, a: Vec, mask: Vec | null, s: SsdShape): Float64Array {
+export function ssdAttentionMatrix(gram: Vec, dt: Vec, a: Vec, mask: Vec | null, s: SsdShape, headSets: Vec | null = null): Float64Array {
   const T = s.seq;
   const m = new Float64Array(s.batch * s.nheads * T * T);
   for (let b = 0; b < s.batch; b++) {
@@ -181,7 +81,8 @@ export function ssdAttentionMatrix(gram: Vec, dt: Vec, a: Vec, mask: Vec | null,
       const g = groupOf(h, s);
       for (let t = 0; t < T; t++) {
         for (let u = 0; u <= t; u++) {
-          if (mask && mask[(b * T + t) * T + u]) continue;
+          const k = mask ? mask[(b * T + t) * T + u] : 0;
+          if (k && (headSets === null || headSets[(k - 1) * s.nheads + h])) continue;
           let segsum = 0;
           for (let r = u + 1; r <= t; r++) segsum += dt[(b * T + r) * s.nheads + h] * a[h];
           m[((b * s.nheads + h) * T + t) * T + u] = gram[((b * s.ngroups + g) * T + t) * T + u] * Math.exp(segsum);
@@ -242,34 +143,84 @@ export function gatedRmsnorm(
   return out;
 }
 
-/** out (rows.length, dim) = x[rows]; x (any, dim) */
-export function gatherRows(rows: Vec, x: Vec, dim: number): Float64Array {
-  const out = new Float64Array(rows.length * dim);
-  for (let i = 0; i < rows.length; i++) {
-    for (let c = 0; c < dim; c++) out[i * dim + c] = x[rows[i] * dim + c];
+/** rows_ssd_attention: mRows (n, nheads, maxLen), row t of every head's masked attention matrix per recomputed row. */
+export function rowsSsdAttention(
+  rowsMeta: Vec,
+  colmask: Vec,
+  headSel: Vec,
+  xbc: Vec,
+  dt: Vec,
+  baseXbc: Vec,
+  baseDt: Vec,
+  a: Vec,
+  s: SsdShape & { n: number; maxLen: number; layer: number; nSel: number },
+): Float64Array {
+  const out = new Float64Array(s.n * s.nheads * s.maxLen);
+  for (let i = 0; i < s.n; i++) {
+    const m = metaOf(rowsMeta, i);
+    for (let h = 0; h < s.nheads; h++) {
+      const g = groupOf(h, s);
+      const blocksHead = m.inWindow(s.layer) && headSel[(s.layer * s.nSel + m.sel) * s.nheads + h] !== 0;
+      for (let u = 0; u <= m.t; u++) {
+        if (blocksHead && colmask[i * s.maxLen + u]) continue;
+        let gram = 0;
+        for (let k = 0; k < s.dState; k++) {
+          const bOff = s.dInner + g * s.dState + k;
+          gram += xbc[i * s.convDim + s.dInner + (s.ngroups + g) * s.dState + k] * rowOrBase(i, m, u, xbc, baseXbc, s.convDim, bOff);
+        }
+        let segsum = 0;
+        for (let r = u + 1; r <= m.t; r++) segsum += rowOrBase(i, m, r, dt, baseDt, s.nheads, h) * a[h];
+        out[(i * s.nheads + h) * s.maxLen + u] = gram * Math.exp(segsum);
+      }
+    }
   }
   return out;
 }
 
-// ---- the model ----
+/** rows_ssd_attention_apply: y (n, dInner) = sum_{s <= t} mRows[i, h, s] dt_s x_s + D x_t. */
+export function rowsSsdAttentionApply(
+  rowsMeta: Vec,
+  mRows: Vec,
+  xbc: Vec,
+  dt: Vec,
+  baseXbc: Vec,
+  baseDt: Vec,
+  d: Vec,
+  s: { n: number; nheads: number; headdim: number; convDim: number; dInner: number; maxLen: number },
+): Float64Array {
+  const y = new Float64Array(s.n * s.dInner);
+  for (let i = 0; i < s.n; i++) {
+    const m = metaOf(rowsMeta, i);
+    for (let c = 0; c < s.dInner; c++) {
+      const h = Math.floor(c / s.headdim);
+      let acc = 0;
+      for (let u = 0; u <= m.t; u++) {
+        acc += mRows[(i * s.nheads + h) * s.maxLen + u] * rowOrBase(i, m, u, dt, baseDt, s.nheads, h) * rowOrBase(i, m, u, xbc, baseXbc, s.convDim, c);
+      }
+      y[i * s.dInner + c] = acc + d[h] * xbc[i * s.convDim + c];
+    }
+  }
+  return y;
+}
 
-/** layer -> edges (row, col), col <= row, knocked out of M in every head of that layer */
-export type Knockout = Map<number, [number, number][]>;
+// ---- the model ----
 
 /** Tensors by their checkpoint names (backbone.layers.{i}.mixer.in_proj.weight, ...). */
 export type Weights = Map<string, Vec>;
 
 /**
  * Logits (T, vocabPadded) at every position of one prompt. Scan mode runs the recurrence;
- * attention mode materialises M, with the knockout's edges zeroed (the D skip is not an edge).
+ * attention mode materialises M, with each knockout's edges zeroed in the layers of its window, in
+ * the heads its selector picks (ranked by exp(-exp(A_log))), and with `conv` the conv taps of its
+ * edges removed (the D skip is not an edge).
  */
 export function referenceForward(
   weights: Weights,
-  cfg: ModelConfig,
+  cfg: Mamba2Config,
   ids: number[],
-  opts: { mode: "scan" | "attention"; knockout?: Knockout },
+  opts: { mode: "scan" | "attention"; knockouts?: KnockoutSpec[] },
 ): Float64Array {
-  if (opts.knockout?.size && opts.mode !== "attention") throw new Error("knockouts need attention mode");
+  if (opts.knockouts?.length && opts.mode !== "attention") throw new Error("knockouts need attention mode");
   const w = (name: string) => {
     const v = weights.get(name);
     if (!v) throw new Error(`reference: missing tensor ${name}`);
@@ -295,6 +246,29 @@ export function referenceForward(
     // 2. zxbcdt (T, dInProj) = in_proj(hidden): z (dInner) | xBC (convDim) | dt (H)
     const zxbcdt = matmul(hidden, w(`${pre}.mixer.in_proj.weight`), T, cfg.dInProj, D);
     // 3. xbc (T, convDim) = SiLU(causal conv1d(xBC)): x (dInner) | B (G*N) | C (G*N)
+    // this layer's knockouts: per blocked (t, u) one head set (mask entry k = its index + 1), and
+    // the conv taps t - u < d_conv of conv knockouts
+    const inLayer = (opts.knockouts ?? []).filter((k) => k.start <= l && l < k.end);
+    const aLog = w(`${pre}.mixer.A_log`);
+    const decay = Array.from(aLog, (v) => Math.exp(-Math.exp(v)));
+    let mask: Float64Array | null = null, taps: Float64Array | null = null; // (1, T, T), (T)
+    const headSets: number[] = [];
+    for (const k of inLayer) {
+      const heads = new Set(selectByDecay(k.units ?? { kind: "all" }, decay, H, `layer ${l}`));
+      for (const [t, u] of k.edges) {
+        mask ??= new Float64Array(T * T);
+        if (!mask[t * T + u]) {
+          mask[t * T + u] = headSets.length / H + 1;
+          headSets.push(...new Array(H).fill(0));
+        }
+        const set = mask[t * T + u] - 1;
+        for (let h = 0; h < H; h++) if (heads.has(h)) headSets[set * H + h] = 1;
+        if (k.conv && t - u > 0 && t - u < cfg.dConv) {
+          taps ??= new Float64Array(T);
+          if (Math.floor(taps[t] / 2 ** (t - u)) % 2 === 0) taps[t] += 2 ** (t - u);
+        }
+      }
+    }
     const xbc = conv1dSilu(zxbcdt, w(`${pre}.mixer.conv1d.weight`), w(`${pre}.mixer.conv1d.bias`), {
       rows: T,
       seq: T,
@@ -302,11 +276,11 @@ export function referenceForward(
       dConv: cfg.dConv,
       inStride: cfg.dInProj,
       inOffset: cfg.dInner,
-    });
+    }, taps);
     // 4. dt (T, H) = softplus(dt + dt_bias)
-    const dt = dtSoftplus(zxbcdt, w(`${pre}.mixer.dt_bias`), { rows: T, nheads: H, inStride: cfg.dInProj, inOffset: cfg.dInner + cfg.convDim });
+    const dt = dtSoftplus(zxbcdt, w(`${pre}.mixer.dt_bias`), { rows: T, width: H, inStride: cfg.dInProj, inOffset: cfg.dInner + cfg.convDim });
     // 5. A (H) = -exp(A_log)
-    const a = Array.from(w(`${pre}.mixer.A_log`), (v) => -Math.exp(v));
+    const a = Array.from(aLog, (v) => -Math.exp(v));
     const dSkip = w(`${pre}.mixer.D`);
     // 6. y (T, dInner) = SSD(x, dt, A, B, C) + D x
     let y: Float64Array;
@@ -314,9 +288,7 @@ export function referenceForward(
       y = ssdScan(xbc, dt, a, dSkip, [T], s);
     } else {
       const gram = ssdGram(xbc, s); // SSD 1: (1, G, T, T)
-      let mask: Uint8Array | null = null; // (1, T, T)
-      for (const [row, col] of opts.knockout?.get(l) ?? []) (mask ??= new Uint8Array(T * T))[row * T + col] = 1;
-      const m = ssdAttentionMatrix(gram, dt, a, mask, s); // SSD 2: (1, H, T, T)
+      const m = ssdAttentionMatrix(gram, dt, a, mask, s, headSets); // SSD 2: (1, H, T, T)
       y = ssdAttentionApply(m, xbc, dt, dSkip, s); // SSD 3
     }
     // 7. yNorm (T, dInner) = RMSNorm_group(y * SiLU(z)) * weight

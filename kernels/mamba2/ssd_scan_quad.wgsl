@@ -1,4 +1,4 @@
-// Scan mode SSD, as kernels/ssd_scan.wgsl (the same recurrence, run sequentially over time):
+// Scan mode SSD, as kernels/mamba2/ssd_scan.wgsl (the same recurrence, run sequentially over time):
 //   h_t = exp(dt_t * A) * h_{t-1} + dt_t * x_t * B_t^T
 //   y_t = h_t C_t + D * x_t
 // but one invocation owns 4 adjacent channels of a head (headdim a multiple of 4), so that each
@@ -7,7 +7,7 @@
 // compiler with whole-vector moves if need be) instead of an indexed array, which a CPU driver
 // reads and writes lane by lane. On lavapipe this is several times faster than ssd_scan.wgsl.
 //
-// Template, expanded by engine/ops.ts for the model's d_state (a multiple of 4): {Q} is
+// Template, expanded by engine/mamba2/ops.ts for the model's d_state (a multiple of 4): {Q} is
 // d_state / 4; a line mentioning {q} is repeated for q = 0..Q-1.
 
 struct Params {

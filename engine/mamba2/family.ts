@@ -1,0 +1,16 @@
+// The Mamba-2 family (engine/families.ts): state-spaces checkpoints whose config.json has
+// ssm_cfg.layer "Mamba2".
+import type { Family } from "../families.ts";
+import type { ModelConfig } from "../config.ts";
+import { type Mamba2Config, parseMamba2Config } from "./config.ts";
+import { loadMamba2 } from "./model.ts";
+import { mamba2TensorList } from "./tensors.ts";
+
+export const MAMBA2: Family = {
+  name: "mamba2",
+  names: { stateSpacesLayer: ["Mamba2"] },
+  describe: 'state-spaces config.json with ssm_cfg.layer "Mamba2"',
+  parseConfig: parseMamba2Config,
+  tensors: (config: ModelConfig) => mamba2TensorList(config as Mamba2Config),
+  load: loadMamba2,
+};
