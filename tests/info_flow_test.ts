@@ -11,8 +11,9 @@ import { readParquet, writeParquet } from "../workflows/lib/parquet.ts";
 import { subjectTokenRange, subjectTokens } from "../workflows/lib/subject.ts";
 import { blockColumns, infoFlowConfigs, layerWindows, parseWindowSizes } from "../workflows/lib/knockout_configs.ts";
 import { deterministicSample, MeanBootstrap, mean, quantileSorted } from "../workflows/lib/bootstrap.ts";
-import { fixedGroups } from "../workflows/lib/knockout_run.ts";
-import { aggregate, type InfoFlowPrompt, type InfoFlowResult, outputsFor, relativeChange } from "../workflows/03_info_flow.ts";
+import { fixedGroups } from "../workflows/lib/groups.ts";
+import { aggregate, type InfoFlowPrompt, type InfoFlowResult, relativeChange } from "../workflows/lib/info_flow_stats.ts";
+import { outputsFor } from "../workflows/03_info_flow.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const P_ABS = 1e-6; // the tolerance on probabilities

@@ -10,9 +10,19 @@ import type { TopLevelSpec } from "vega-lite";
 import { writeFileAtomic } from "./lib/atomic.ts";
 import { UserError } from "./lib/errors.ts";
 import { heatmapConfigs, type HeatmapConfig, layerWindows } from "./lib/knockout_configs.ts";
-import { type ConstructRow, type KnockoutJob, readConstruct, runKnockoutJobs } from "./lib/knockout_run.ts";
-import { writeParquet } from "./lib/parquet.ts";
+import { relativeChange } from "./lib/info_flow_stats.ts";
+import { type KnockoutJob, runKnockoutJobs } from "./lib/knockout_run.ts";
+import { type Field, writeTable } from "./lib/parquet.ts";
 import { writeFigure } from "./lib/plot.ts";
+import {
+  applyFilter,
+  type ConstructRow,
+  constructedRows,
+  PROMPT_FILTER_DOC,
+  PROMPT_FILTERS,
+  type PromptFilter,
+  readConstruct,
+} from "./lib/prompt_choice.ts";
 import { parseRows } from "./lib/rows.ts";
 import { defineStage, type StageContext } from "./lib/stage.ts";
 
@@ -71,6 +81,19 @@ export interface HeatmapCell {
   relative_change: number;
   hit: boolean;
 }
+
+export const CELL_FIELDS: readonly Field<HeatmapCell>[] = [
+  { name: "row", type: "INT32" },
+  { name: "k", type: "INT32" },
+  { name: "position", type: "INT32" },
+  { name: "token", type: "STRING" },
+  { name: "window_start", type: "INT32" },
+  { name: "window_end", type: "INT32" },
+  { name: "true_prob", type: "DOUBLE" },
+  { name: "base_prob", type: "DOUBLE" },
+  { name: "relative_change", type: "DOUBLE" },
+  { name: "hit", type: "BOOLEAN" },
+];
 
 export function figureBase(row: number): string {
   return `heatmap_row${row}`;
@@ -159,7 +182,7 @@ export default defineStage<HeatmapParams>({
       doc: "study (the four prompts of the study), all (every selected row), rows like 4342,19230, or prompt texts separated by |",
     },
     k: { type: "int", default: 5, min: 1, doc: "window size (layers)" },
-    filter: { type: "string", default: "both-correct", choices: ["both-correct", "all"], doc: "skip prompts that a mode got wrong in 01_construct, or keep all" },
+    filter: { type: "string", default: "both-correct", choices: PROMPT_FILTERS, doc: PROMPT_FILTER_DOC },
     group_prompts: { type: "int", default: 4, min: 1, max: 4096, doc: "prompts per fast-path call (and per saved step of progress)" },
   },
   outputs: ["heatmap.parquet", "heatmaps.md"],
@@ -168,10 +191,11 @@ export default defineStage<HeatmapParams>({
     const P = ctx.params;
     const choice = parsePromptChoice(P.prompts);
     const up = ctx.upstream("01_construct");
-    const { scan, attention } = await readConstruct(up);
+    const construct = await readConstruct(up);
+    const attention = construct.attention;
     const ds = await ctx.dataset();
     const tok = await ctx.tokenizer();
-    const selected = ctx.rows.filter((r) => attention.has(r) && scan.has(r));
+    const selected = constructedRows(ctx.rows, construct);
     const rowIndex = new Map(ctx.rows.map((r, i) => [r, i]));
     const text = (row: number) => String(ds.rows[rowIndex.get(row)!]?.prompt ?? "");
 
@@ -194,12 +218,8 @@ export default defineStage<HeatmapParams>({
         else if (!wanted.includes(r)) wanted.push(r);
       }
     }
-    const chosen: number[] = [];
-    for (const r of wanted) {
-      if (P.filter === "both-correct" && !(scan.get(r)!.hit && attention.get(r)!.hit)) {
-        notes.push(`row ${r} ("${text(r)}") is not predicted correctly in both modes`);
-      } else chosen.push(r);
-    }
+    const { kept: chosen, failed } = applyFilter(P.filter as PromptFilter, wanted, { construct });
+    for (const f of failed) notes.push(`row ${f.row} ("${text(f.row)}") ${f.why}`);
     for (const n of notes) ctx.log(`skipped: ${n}`);
     if (chosen.length === 0) {
       throw new UserError(
@@ -247,30 +267,13 @@ export default defineStage<HeatmapParams>({
         window_end: c.end,
         true_prob: rec.p[i],
         base_prob: p.baseProb,
-        relative_change: ((rec.p[i] - p.baseProb) * 100) / p.baseProb,
+        relative_change: relativeChange(rec.p[i], p.baseProb),
         hit: rec.pred[i] === p.trueId,
       }));
       byPrompt.set(p.row, mine);
       cells.push(...mine);
     }
-    const col = <K extends keyof HeatmapCell>(name: K, type: "INT32" | "DOUBLE" | "STRING" | "BOOLEAN") => ({
-      name,
-      type,
-      data: cells.map((c) => c[name]),
-      nullable: false,
-    });
-    await writeParquet(join(ctx.dir, "heatmap.parquet"), [
-      col("row", "INT32"),
-      col("k", "INT32"),
-      col("position", "INT32"),
-      col("token", "STRING"),
-      col("window_start", "INT32"),
-      col("window_end", "INT32"),
-      col("true_prob", "DOUBLE"),
-      col("base_prob", "DOUBLE"),
-      col("relative_change", "DOUBLE"),
-      col("hit", "BOOLEAN"),
-    ], { "mamba_explain.stage": "04_heatmap", "mamba_explain.cache_key": ctx.cacheKey });
+    await writeTable(join(ctx.dir, "heatmap.parquet"), CELL_FIELDS, cells, { "mamba_explain.stage": "04_heatmap", "mamba_explain.cache_key": ctx.cacheKey });
 
     // figures of an earlier run in this folder (other prompts) would be mistaken for this run's
     for await (const e of Deno.readDir(ctx.dir)) {
