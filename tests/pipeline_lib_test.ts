@@ -9,7 +9,7 @@ import { RowLog } from "../workflows/lib/resume.ts";
 import { loadConfig } from "../workflows/lib/config.ts";
 import { hashValue, stableStringify } from "../workflows/lib/hash.ts";
 import { errorLine, UserError } from "../workflows/lib/errors.ts";
-import { checkStages, runName } from "../workflows/lib/pipeline.ts";
+import { checkStages, runName } from "../workflows/lib/plan.ts";
 import { svgToPng, vegaLiteToSvg } from "../workflows/lib/plot.ts";
 import { loadStages } from "../workflows/registry.ts";
 import { compareModes, deltaFigure, type ModeRow } from "../workflows/02_compare.ts";

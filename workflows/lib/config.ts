@@ -2,7 +2,7 @@
 // Paths in the file are relative to the file; paths given as flags are relative to the
 // working directory. Every key is checked: a misspelt key is an error, never silently ignored.
 
-import { dirname, isAbsolute, resolve } from "node:path";
+import { dirname, isAbsolute, relative, resolve } from "node:path";
 import { UserError } from "./errors.ts";
 import type { Params, ParamSpec, StageDef } from "./stage.ts";
 
@@ -84,6 +84,12 @@ export function resolveModel(model: string, base: string): string {
   } catch {
     return model.startsWith(".") ? p : model;
   }
+}
+
+/** A path as the user would write it: relative to the working directory when under it, else absolute. */
+export function relOrAbs(p: string): string {
+  const r = relative(Deno.cwd(), p);
+  return r.startsWith("..") ? p : r;
 }
 
 function knownList(xs: Iterable<string>): string {
