@@ -78,7 +78,9 @@ Deno.test("windows, blocks and configurations", () => {
   assertEquals(layerWindows(6, 3, "centred").map((w) => [w.start, w.end]), [[0, 2], [0, 3], [1, 4], [2, 5], [3, 6], [4, 6]]);
   assertEquals(layerWindows(6, 4, "centred").map((w) => [w.start, w.end]), [[0, 2], [0, 3], [0, 4], [1, 5], [2, 6], [3, 6]]);
   assertThrows(() => layerWindows(6, 7), /k=7 is larger than the model's 6 layers/);
-  assertEquals(parseWindowSizes("9, 15,9"), [9, 15]);
+  assertEquals(parseWindowSizes("15, 9"), [15, 9]);
+  assertThrows(() => parseWindowSizes("9, 15,9"), /k: "9" is given twice/);
+  assertThrows(() => parseWindowSizes("9,09"), /k: "09" is given twice \(as "9" and "09"\)/);
   assertThrows(() => parseWindowSizes("9,x"), /"x" is not a positive integer/);
   assertThrows(() => parseWindowSizes(""), /empty/);
   assertEquals(blockColumns("last", 5, [1, 2]), [4]);

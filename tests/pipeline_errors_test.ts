@@ -37,6 +37,9 @@ Deno.test("bad input: one line, exit code, earlier outputs untouched", async (t)
     ["bad rows", () => pipeline([...both, "--rows", "5-2"]), /--rows: range "5-2" runs backwards/],
     ["rows out of range", () => pipeline([...both, "--rows", "0,99999"]), /row 99999 is out of range/],
     ["an unknown flag", () => pipeline([...both, "--bogus"]), /--bogus/],
+    // list parameters are checked when the configuration is loaded, before anything runs (a dry run too)
+    ["a window size given twice", () => pipeline([...both, "--dry-run", "--set", "03_info_flow.k=3,2,3"]), /03_info_flow\.k: "3" is given twice/],
+    ["a window size that is not a number", () => pipeline([...both, "--set", "03_info_flow.k=3,x"]), /03_info_flow\.k: "x" is not a positive integer/],
   ];
   for (const [what, run, mention] of cases) {
     await t.step(what, async () => {

@@ -92,6 +92,9 @@ export default defineStage<InfoFlowParams>({
     group_prompts: { type: "int", default: 16, min: 1, max: 4096, doc: "prompts per fast-path call (and per saved step of progress)" },
   },
   outputs: outputsFor,
+  check(P) {
+    parseWindowSizes(P.k, "03_info_flow.k");
+  },
 
   async run(ctx: StageContext<InfoFlowParams>) {
     const P = ctx.params;

@@ -170,6 +170,8 @@ export async function loadConfig(
     stageParams[name][k] = checkParam(`--set`, `${name}.${k}`, spec, parseFlagValue(spec, v));
   }
 
+  for (const s of stages) s.check?.(stageParams[s.name]);
+
   const model = over.model ? resolveModel(over.model, cwd) : str("model") ? resolveModel(str("model")!, base) : undefined;
   if (!model) throw new UserError(`no model: set "model" in ${shown} or pass --model`);
   const dataset = over.dataset ? resolve(cwd, over.dataset) : str("dataset") ? resolve(base, str("dataset")!) : undefined;

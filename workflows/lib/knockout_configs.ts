@@ -2,6 +2,7 @@
 // last position, and the lists of (window, columns) that the fast path (engine/knockout.ts) runs.
 
 import { UserError } from "./errors.ts";
+import { parseList } from "./params.ts";
 
 export const BLOCKS = ["last", "subject", "relation"] as const;
 export type Block = typeof BLOCKS[number];
@@ -30,16 +31,12 @@ export function layerWindows(nLayer: number, k: number, convention: WindowConven
   return Array.from({ length: nLayer }, (_, l) => ({ at: l, start: Math.max(0, l - half), end: Math.min(nLayer, l - half + k) }));
 }
 
-/** Parse a list of window sizes such as "9,15" (distinct, in the order given). */
+/** Parse a list of window sizes such as "9,15" (in the order given; each once). */
 export function parseWindowSizes(spec: string, what = "k"): number[] {
-  const parts = spec.split(",").map((s) => s.trim()).filter((s) => s !== "");
-  const out: number[] = [];
-  for (const p of parts) {
-    if (!/^\d+$/.test(p) || Number(p) < 1) throw new UserError(`${what}: "${p}" is not a positive integer; give window sizes like 9,15`);
-    if (!out.includes(Number(p))) out.push(Number(p));
-  }
-  if (out.length === 0) throw new UserError(`${what} is empty; give window sizes like 9,15`);
-  return out;
+  return parseList(spec, what, "9,15", (p) => {
+    if (!/^\d+$/.test(p) || Number(p) < 1) throw new Error(`"${p}" is not a positive integer; give window sizes like 9,15`);
+    return { value: Number(p), text: String(Number(p)) };
+  });
 }
 
 /**
