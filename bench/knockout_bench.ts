@@ -12,8 +12,8 @@
 import { parseArgs } from "node:util";
 import type { ModelConfig } from "../engine/config.ts";
 import { createGpu, type Gpu } from "../engine/gpu.ts";
-import { lastRowKnockouts, type LastRowKnockout } from "../engine/knockout.ts";
-import { type Knockout, Mamba2Model } from "../engine/model.ts";
+import type { KnockoutConfig, KnockoutSpec } from "../engine/arch.ts";
+import { Mamba2Model } from "../engine/model.ts";
 import type { TokenStats } from "../engine/probs.ts";
 import { syntheticCheckpoint, syntheticConfig } from "../engine/synthetic.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
@@ -90,10 +90,8 @@ async function benchPrompts(n: number): Promise<BenchPrompt[]> {
 }
 
 
-function knockoutOf(k: LastRowKnockout, T: number): Knockout {
-  const m: Knockout = new Map();
-  for (let l = k.start; l < k.end; l++) m.set(l, k.cols.map((s) => [T - 1, s] as [number, number]));
-  return m;
+function knockoutOf({ prompt: _p, target: _t, ...spec }: KnockoutConfig): KnockoutSpec[] {
+  return [spec];
 }
 
 const gflop = (x: number) => `${(x / 1e9).toFixed(1)} GFLOP`;
@@ -126,11 +124,11 @@ export async function benchShape(
   try {
     const c = model.config;
     const prompts = await benchPrompts(opts.prompts);
-    const configs: LastRowKnockout[] = [];
+    const configs: KnockoutConfig[] = [];
     const flops = { fast: 0, full: 0 };
     prompts.forEach((p, pi) => {
       const cfg = infoFlowConfigs(c.nLayer, p.ids.length, p.subject, { ks: [K], convention: "start", relationLast: true });
-      for (const k of cfg) configs.push({ prompt: pi, start: k.start, end: k.end, cols: k.cols, target: 0 });
+      for (const k of cfg) configs.push({ prompt: pi, start: k.start, end: k.end, edges: k.cols.map((s) => [p.ids.length - 1, s]), target: 0 });
       const f = sweepFlops(c, p.ids.length, cfg.map((k) => k.start));
       flops.fast += f.fast / prompts.length;
       flops.full += f.full / prompts.length;
@@ -139,16 +137,16 @@ export async function benchShape(
     const targets = prompts.map(() => 0);
 
     // warm-up: every pipeline of both paths compiled once
-    await lastRowKnockouts(model, ids.slice(0, 1), targets.slice(0, 1), configs.filter((k) => k.prompt === 0).slice(0, 2));
-    await model.forwardStats([ids[0]], [0], { mode: "attention", knockouts: [knockoutOf(configs[0], ids[0].length)] });
+    await model.knockouts(ids.slice(0, 1), targets.slice(0, 1), configs.filter((k) => k.prompt === 0).slice(0, 2));
+    await model.forwardStats([ids[0]], [0], { mode: "attention", knockouts: [knockoutOf(configs[0])] });
 
     // the fast path: the whole sweep of every prompt, as 03_info_flow runs a group
     // (the best of `repeats`: kernels chosen by shape compile on their first use)
     let fastS = Infinity;
-    let fast: Awaited<ReturnType<typeof lastRowKnockouts>> | undefined;
+    let fast: Awaited<ReturnType<Mamba2Model["knockouts"]>> | undefined;
     for (let rep = 0; rep < opts.repeats; rep++) {
       const t = performance.now();
-      fast = await lastRowKnockouts(model, ids, targets, configs);
+      fast = await model.knockouts(ids, targets, configs);
       fastS = Math.min(fastS, (performance.now() - t) / 1000 / prompts.length);
     }
 
@@ -158,7 +156,7 @@ export async function benchShape(
     const t0 = performance.now();
     for (const i of picks) {
       const k = configs[i];
-      full.push(...await model.forwardStats([ids[k.prompt]], [0], { mode: "attention", knockouts: [knockoutOf(k, ids[k.prompt].length)] }));
+      full.push(...await model.forwardStats([ids[k.prompt]], [0], { mode: "attention", knockouts: [knockoutOf(k)] }));
     }
     const fullPerForwardS = (performance.now() - t0) / 1000 / picks.length;
     // the same knockouts both ways: the fast path is exact

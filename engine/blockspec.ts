@@ -2,8 +2,8 @@
 //   L: layers, `3`, `3-5`, `1,4,7` (ranges inclusive)
 //   R: one row index or `last`
 //   C: columns, same list/range syntax, `last` allowed
-// Resolved against a prompt length and a layer count into a Knockout (layer -> edges).
-import type { Knockout } from "./model.ts";
+// Resolved against a prompt length and a layer count into knockouts, one KnockoutSpec per layer.
+import type { Edge, KnockoutSpec, UnitSelector } from "./arch.ts";
 
 export class BlockSpecError extends Error {
   override name = "BlockSpecError";
@@ -60,9 +60,18 @@ function expand(items: Item[], last: number, what: string, limit: number, spec: 
   return out;
 }
 
-/** Merge specs into one Knockout for a prompt of `length` tokens on a model of `nLayer` layers. */
-export function resolveBlockSpecs(specs: BlockSpec[], length: number, nLayer: number): Knockout {
-  const ko: Knockout = new Map();
+/**
+ * Merge specs into the knockouts of a prompt of `length` tokens on a model of `nLayer` layers: one
+ * KnockoutSpec per blocked layer (ascending), its edges in the order given, repeats merged; `units`
+ * and `conv` apply to every one (--heads, --conv).
+ */
+export function resolveBlockSpecs(
+  specs: BlockSpec[],
+  length: number,
+  nLayer: number,
+  opts: { units?: UnitSelector; conv?: boolean } = {},
+): KnockoutSpec[] {
+  const byLayer = new Map<number, Edge[]>();
   const last = length - 1;
   for (const s of specs) {
     const layers = expand(s.layers, nLayer - 1, "layer", nLayer - 1, s.text);
@@ -73,10 +82,16 @@ export function resolveBlockSpecs(specs: BlockSpec[], length: number, nLayer: nu
       if (col > row) throw new BlockSpecError(`--block ${s.text}: column ${col} is after row ${row}; a position only sees columns <= its row`);
     }
     for (const l of layers) {
-      const edges = ko.get(l) ?? [];
+      const edges = byLayer.get(l) ?? [];
       for (const col of cols) if (!edges.some(([r, c]) => r === row && c === col)) edges.push([row, col]);
-      ko.set(l, edges);
+      byLayer.set(l, edges);
     }
   }
-  return ko;
+  return [...byLayer.keys()].sort((a, b) => a - b).map((l) => ({
+    start: l,
+    end: l + 1,
+    edges: byLayer.get(l)!,
+    ...(opts.units ? { units: opts.units } : {}),
+    ...(opts.conv ? { conv: true } : {}),
+  }));
 }

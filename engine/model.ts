@@ -8,34 +8,22 @@ import { type Checkpoint, expectModelTensors } from "./checkpoint/mod.ts";
 import { type Gpu, readBuffer, Recorder, storageBuffer, uploadBuffer, writeBuffer } from "./gpu.ts";
 import type { TokenStats } from "./probs.ts";
 import { destroyWeight, type F16Kernel, Ops, type SsdShape, uploadWeight, type Weight, type WeightDtype } from "./ops.ts";
+import {
+  checkKnockoutSpec,
+  type ForwardOptions,
+  type ForwardResult,
+  InputError,
+  type KnockoutConfig,
+  type KnockoutSpec,
+  type LanguageModel,
+  type ModelInfo,
+  selectByDecay,
+  type UnitSelector,
+} from "./arch.ts";
+import { knockoutFastPath } from "./knockout.ts";
 
-export type Mode = "scan" | "attention";
-/** layer -> edges (row, col), col <= row, knocked out in every head of that layer */
-export type Knockout = Map<number, [number, number][]>;
-
-export interface ForwardOptions {
-  mode: Mode;
-  /** per prompt (same order as the prompts), attention mode only */
-  knockouts?: (Knockout | undefined)[];
-  /** logits at every position (T * vocabPadded per prompt) instead of the last one */
-  allPositions?: boolean;
-  /** also return the residual stream after every layer (tests, analysis) */
-  captureResiduals?: boolean;
-  /**
-   * per prompt, a target token id: instead of logits, only next-token statistics of the last
-   * position come back (computed on the GPU), in ForwardResult.stats
-   */
-  targets?: number[];
-}
-
-export interface ForwardResult {
-  /** per prompt: (vocabPadded) or (T, vocabPadded) f32; empty when targets were given */
-  logits: Float32Array[];
-  /** per prompt, with targets: softmax statistics over the real vocabulary */
-  stats?: TokenStats[];
-  /** per prompt, per layer: (T, d_model) residual stream after that layer */
-  residuals?: Float32Array[][];
-}
+export { InputError };
+export type { ForwardOptions, ForwardResult };
 
 /** Decode row_stats output: (rows, 4) = (max logit, logsumexp, argmax, target logit). */
 export function statsFromRows(out: Float32Array, rows: number): TokenStats[] {
@@ -43,10 +31,6 @@ export function statsFromRows(out: Float32Array, rows: number): TokenStats[] {
     const [max, lse, arg, target] = out.subarray(i * 4, i * 4 + 4);
     return { trueProb: Math.exp(target - lse), maxProb: Math.exp(max - lse), predId: arg };
   });
-}
-
-export class InputError extends Error {
-  override name = "InputError";
 }
 
 export const NORM_EPS = 1e-5;
@@ -119,7 +103,8 @@ export interface LayerWeights {
   outProj: Weight; // (D, d_inner)
 }
 
-export class Mamba2Model {
+export class Mamba2Model implements LanguageModel {
+  readonly info: ModelInfo;
   private constructor(
     readonly gpu: Gpu,
     readonly config: ModelConfig,
@@ -129,10 +114,24 @@ export class Mamba2Model {
     readonly lmHead: Weight,
     readonly layers: LayerWeights[],
     readonly normF: GPUBuffer,
+    /** per layer, per head: exp(A) = exp(-exp(A_log)), in float64 from the checkpoint's A_log */
+    private readonly decays: Float64Array[],
     /** how the matrices are stored */
     readonly dtype: WeightDtype = "f32",
   ) {
     this.work = new Workspace(gpu);
+    this.info = {
+      family: "mamba2",
+      nLayer: config.nLayer,
+      dModel: config.dModel,
+      vocabSize: config.vocabSize,
+      vocabPadded: config.vocabPadded,
+      modes: ["scan", "attention"],
+      unitName: "head",
+      unitsPerLayer: config.nheads,
+      convWidth: config.dConv,
+      config: { ...config },
+    };
   }
 
   private readonly work: Workspace;
@@ -157,11 +156,13 @@ export class Mamba2Model {
       ? embedding
       : await mat("lm_head.weight", cfg.vocabPadded, cfg.dModel);
     const layers: LayerWeights[] = [];
+    const decays: Float64Array[] = [];
     for (let i = 0; i < cfg.nLayer; i++) {
       const pre = `backbone.layers.${i}`;
       // A = -exp(A_log), formed in float64 on the host and rounded once
       const aLog = await read(`${pre}.mixer.A_log`);
       const a = Float32Array.from(aLog, (v) => -Math.exp(v));
+      decays.push(Float64Array.from(aLog, (v) => Math.exp(-Math.exp(v))));
       layers.push({
         norm: await vec(`${pre}.norm.weight`),
         inProj: await mat(`${pre}.mixer.in_proj.weight`, cfg.dInProj, cfg.dModel),
@@ -179,7 +180,7 @@ export class Mamba2Model {
     const normF = await vec("backbone.norm_f.weight");
     // every layer has the same shapes: the kernels of layer 0's and the head's suffice
     await ops.warmUp([lmHead, layers[0].inProj, layers[0].outProj], cfg);
-    return new Mamba2Model(gpu, cfg, ops, embedding, lmHead, layers, normF, dtype);
+    return new Mamba2Model(gpu, cfg, ops, embedding, lmHead, layers, normF, decays, dtype);
   }
 
   destroy(): void {
@@ -192,6 +193,26 @@ export class Mamba2Model {
     }
     this.normF.destroy();
     this.work.destroy();
+  }
+
+  decay(layer: number): Float64Array {
+    if (!Number.isInteger(layer) || layer < 0 || layer >= this.config.nLayer) {
+      throw new InputError(`layer ${layer} does not exist (the model has layers 0..${this.config.nLayer - 1})`);
+    }
+    return Float64Array.from(this.decays[layer]);
+  }
+
+  selectUnits(layer: number, sel: UnitSelector): number[] {
+    return selectByDecay(sel, this.decay(layer), this.config.nheads, `layer ${layer}`);
+  }
+
+  knockouts(
+    prompts: number[][],
+    baseTargets: number[],
+    configs: KnockoutConfig[],
+    onProgress?: (configsDone: number) => void,
+  ): Promise<{ base: TokenStats[]; results: TokenStats[] }> {
+    return knockoutFastPath(this, prompts, baseTargets, configs, onProgress);
   }
 
   /** Free the activation buffers kept between forwards (they are made again when needed). */
@@ -254,11 +275,11 @@ export class Mamba2Model {
   checkInput(prompts: number[][], opts: ForwardOptions) {
     const c = this.config;
     if (opts.mode !== "scan" && opts.mode !== "attention") throw new InputError(`unknown mode ${opts.mode}: use scan or attention`);
-    if (opts.knockouts?.some((k) => k && k.size > 0) && opts.mode !== "attention") {
+    if (opts.knockouts?.some((k) => k && k.length > 0) && opts.mode !== "attention") {
       throw new InputError("knockouts need attention mode (scan mode has no attention matrix to edit)");
     }
     if (opts.knockouts && opts.knockouts.length !== prompts.length) {
-      throw new InputError(`${opts.knockouts.length} knockout sets for ${prompts.length} prompts`);
+      throw new InputError(`${opts.knockouts.length} knockout lists for ${prompts.length} prompts`);
     }
     if (opts.targets) {
       if (opts.targets.length !== prompts.length) throw new InputError(`${opts.targets.length} targets for ${prompts.length} prompts`);
@@ -274,32 +295,28 @@ export class Mamba2Model {
           throw new InputError(`prompt ${p}: token id ${id} is out of range (ids are integers in 0..${c.vocabSize - 1})`);
         }
       }
-      for (const [layer, edges] of opts.knockouts?.[p] ?? []) {
-        if (!Number.isInteger(layer) || layer < 0 || layer >= c.nLayer) {
-          throw new InputError(`knockout layer ${layer} does not exist (the model has layers 0..${c.nLayer - 1})`);
-        }
-        for (const [row, col] of edges) {
-          if (!Number.isInteger(row) || !Number.isInteger(col) || row < 0 || row >= ids.length || col < 0 || col > row) {
-            throw new InputError(
-              `knockout edge (${row}, ${col}) in layer ${layer} is invalid for a ${ids.length}-token prompt (need 0 <= col <= row < ${ids.length})`,
-            );
-          }
-        }
-      }
+      (opts.knockouts?.[p] ?? []).forEach((k, i) => this.checkSpec(k, ids.length, `prompt ${p}, knockout ${i}`));
     });
+  }
+
+  /** InputError (one line) when a knockout cannot apply to a prompt of `length` tokens. */
+  checkSpec(k: KnockoutSpec, length: number, what: string): void {
+    checkKnockoutSpec(k, length, this.info, what);
+    if (k.conv && this.config.dConv > 32) throw new InputError(`${what}: conv knockouts support d_conv up to 32, the model has ${this.config.dConv}`);
+    for (let l = k.start; l < k.end; l++) this.selectUnits(l, k.units ?? { kind: "all" });
   }
 
   /**
    * One padded batch in one pass (the caller keeps it within maxBatch); `tap` sees each layer's
    * buffers while they are recorded.
    */
-  forwardBatch(prompts: number[][], knockouts: (Knockout | undefined)[], opts: ForwardOptions, tap?: LayerTap): Promise<ForwardResult> {
+  forwardBatch(prompts: number[][], knockouts: (KnockoutSpec[] | undefined)[], opts: ForwardOptions, tap?: LayerTap): Promise<ForwardResult> {
     const run = this.queue.then(() => this.forwardBatchNow(prompts, knockouts, opts, tap));
     this.queue = run.catch(() => {});
     return run;
   }
 
-  private async forwardBatchNow(prompts: number[][], knockouts: (Knockout | undefined)[], opts: ForwardOptions, tap?: LayerTap): Promise<ForwardResult> {
+  private async forwardBatchNow(prompts: number[][], knockouts: (KnockoutSpec[] | undefined)[], opts: ForwardOptions, tap?: LayerTap): Promise<ForwardResult> {
     const c = this.config, gpu = this.gpu, ops = this.ops, work = this.work;
     const B = prompts.length;
     const T = Math.max(...prompts.map((p) => p.length));
@@ -351,6 +368,7 @@ export class Mamba2Model {
         // 2. (z, xBC, dt) = in_proj(hidden)
         ops.matmul(rec, hidden, w.inProj, zxbcdt, N);
         // 3. xBC = SiLU(conv1d(xBC)), causal within each prompt
+        const ko = attention ? this.knockoutMasks(l, knockouts, B, T, owned) : null;
         ops.conv1dSilu(rec, zxbcdt, w.convWeight, w.convBias, xbc, {
           rows: N,
           seq: T,
@@ -358,13 +376,13 @@ export class Mamba2Model {
           dConv: c.dConv,
           inStride: c.dInProj,
           inOffset: c.dInner,
-        });
+        }, ko?.taps ?? null);
         // 4. dt = softplus(dt + dt_bias)
         ops.dtSoftplus(rec, zxbcdt, w.dtBias, dt, { rows: N, nheads: c.nheads, inStride: c.dInProj, inOffset: c.dInner + c.convDim });
         // 5. y = SSD(x, dt, A, B, C) + D x
         if (attention) {
           ops.ssdGram(rec, xbc, gram!, shape);
-          ops.ssdAttentionMatrix(rec, gram!, dt, w.a, this.knockoutMask(l, knockouts, B, T, owned), mAttn!, shape);
+          ops.ssdAttentionMatrix(rec, gram!, dt, w.a, ko?.heads ?? null, mAttn!, shape);
           ops.ssdAttentionApply(rec, mAttn!, xbc, dt, w.d, y, shape);
         } else {
           ops.ssdScan(rec, xbc, dt, w.a, w.d, lengths, y, shape);
@@ -394,19 +412,54 @@ export class Mamba2Model {
     }
   }
 
-  /** (B, T, T) u32 mask of layer l's knocked-out edges, or null when the layer has none. */
-  private knockoutMask(l: number, knockouts: (Knockout | undefined)[], B: number, T: number, owned: GPUBuffer[]): GPUBuffer | null {
-    let mask: Uint32Array | null = null;
-    knockouts.forEach((k, b) => {
-      for (const [row, col] of k?.get(l) ?? []) {
-        mask ??= new Uint32Array(B * T * T);
-        mask[(b * T + row) * T + col] = 1;
+  /**
+   * Layer l's knockouts of a padded batch, or null when it has none: `heads`, the (B, T, T) u32
+   * mask naming for each blocked edge its set of heads (a row of headSets (nSets, H) u32, the union
+   * of every spec that blocks the edge here), and `taps`, the (B*T) u32 conv tap masks (bit t - s of
+   * row t for each blocked edge of a conv spec with 0 < t - s < d_conv).
+   */
+  private knockoutMasks(l: number, knockouts: (KnockoutSpec[] | undefined)[], B: number, T: number, owned: GPUBuffer[]) {
+    const H = this.config.nheads, dConv = this.config.dConv;
+    const blocked = new Map<number, Set<number>>(); // (b, t, s) index -> heads
+    let taps: Uint32Array | null = null;
+    knockouts.forEach((specs, b) => {
+      for (const k of specs ?? []) {
+        if (l < k.start || l >= k.end) continue;
+        const heads = this.selectUnits(l, k.units ?? { kind: "all" });
+        for (const [t, s] of k.edges) {
+          const at = (b * T + t) * T + s;
+          let set = blocked.get(at);
+          if (!set) blocked.set(at, set = new Set());
+          for (const h of heads) set.add(h);
+          if (k.conv && t - s > 0 && t - s < dConv) (taps ??= new Uint32Array(B * T))[b * T + t] |= 1 << (t - s);
+        }
       }
     });
-    if (!mask) return null;
-    const buf = uploadBuffer(this.gpu, mask, `mask${l}`);
-    owned.push(buf);
-    return buf;
+    if (blocked.size === 0 && !taps) return null;
+    const upload = (data: Uint32Array, label: string) => {
+      const buf = uploadBuffer(this.gpu, data, label);
+      owned.push(buf);
+      return buf;
+    };
+    let heads: { mask: GPUBuffer; headSets: GPUBuffer; nSets: number } | null = null;
+    if (blocked.size) {
+      const mask = new Uint32Array(B * T * T);
+      const setIds = new Map<string, number>();
+      const rows: number[][] = [];
+      for (const [at, set] of blocked) {
+        const key = [...set].sort((x, y) => x - y).join(",");
+        let id = setIds.get(key);
+        if (id === undefined) {
+          setIds.set(key, id = rows.length);
+          rows.push([...set]);
+        }
+        mask[at] = id + 1;
+      }
+      const table = new Uint32Array(rows.length * H);
+      rows.forEach((hs, id) => hs.forEach((h) => (table[id * H + h] = 1)));
+      heads = { mask: upload(mask, `mask${l}`), headSets: upload(table, `head_sets${l}`), nSets: rows.length };
+    }
+    return { heads, taps: taps ? upload(taps, `tap_mask${l}`) : null };
   }
 
   /**

@@ -152,9 +152,9 @@ const KERNELS = [
   "gated_rmsnorm",
   "gather_rows",
   "row_stats",
-  "lastrow_conv_silu",
-  "lastrow_attention",
-  "lastrow_attention_apply",
+  "rows_conv_silu",
+  "rows_ssd_attention",
+  "rows_ssd_attention_apply",
 ] as const;
 type KernelName = typeof KERNELS[number];
 
@@ -354,12 +354,23 @@ export class Ops {
     }
   }
 
-  /** out (rows, convDim) = silu(causal_conv1d(zxbcdt[:, inOffset : inOffset + convDim])) */
-  conv1dSilu(rec: Recorder, zxbcdt: GPUBuffer, weight: GPUBuffer, bias: GPUBuffer, out: GPUBuffer, s: { rows: number; seq: number; convDim: number; dConv: number; inStride: number; inOffset: number }) {
+  /**
+   * out (rows, convDim) = silu(causal_conv1d(zxbcdt[:, inOffset : inOffset + convDim])); with
+   * `tapMask` (rows) u32, bit `back` of a row removes its tap from position t - back.
+   */
+  conv1dSilu(
+    rec: Recorder,
+    zxbcdt: GPUBuffer,
+    weight: GPUBuffer,
+    bias: GPUBuffer,
+    out: GPUBuffer,
+    s: { rows: number; seq: number; convDim: number; dConv: number; inStride: number; inOffset: number },
+    tapMask: GPUBuffer | null = null,
+  ) {
     rec.dispatch(
       this.p("conv1d_silu"),
-      [{ u: s.rows }, { u: s.seq }, { u: s.convDim }, { u: s.dConv }, { u: s.inStride }, { u: s.inOffset }, { u: 0 }, { u: 0 }],
-      [zxbcdt, weight, bias, out],
+      [{ u: s.rows }, { u: s.seq }, { u: s.convDim }, { u: s.dConv }, { u: s.inStride }, { u: s.inOffset }, { u: tapMask ? 1 : 0 }, { u: 0 }],
+      [zxbcdt, weight, bias, tapMask ?? this.placeholder(), out],
       groups(s.rows * s.convDim),
     );
   }
@@ -415,12 +426,24 @@ export class Ops {
     );
   }
 
-  /** m (batch, nheads, seq, seq): the masked attention matrix of every head */
-  ssdAttentionMatrix(rec: Recorder, gram: GPUBuffer, dt: GPUBuffer, a: GPUBuffer, mask: GPUBuffer | null, m: GPUBuffer, s: SsdShape) {
+  /**
+   * m (batch, nheads, seq, seq): the attention matrix of every head; with a knockout, mask
+   * (batch, seq, seq) u32 names for each blocked edge a row (k - 1) of headSets (nSets, nheads) u32,
+   * the heads in which it is blocked.
+   */
+  ssdAttentionMatrix(
+    rec: Recorder,
+    gram: GPUBuffer,
+    dt: GPUBuffer,
+    a: GPUBuffer,
+    knockout: { mask: GPUBuffer; headSets: GPUBuffer; nSets: number } | null,
+    m: GPUBuffer,
+    s: SsdShape,
+  ) {
     rec.dispatch(
       this.p("ssd_attention_matrix"),
-      [{ u: s.batch }, { u: s.seq }, { u: s.nheads }, { u: s.ngroups }, { u: mask ? 1 : 0 }, { u: 0 }, { u: 0 }, { u: 0 }],
-      [gram, dt, a, mask ?? this.placeholder(), m],
+      [{ u: s.batch }, { u: s.seq }, { u: s.nheads }, { u: s.ngroups }, { u: knockout ? 1 : 0 }, { u: knockout?.nSets ?? 0 }, { u: 0 }, { u: 0 }],
+      [gram, dt, a, knockout?.mask ?? this.placeholder(), knockout?.headSets ?? this.placeholder(), m],
       groups(s.batch * s.nheads * s.seq),
     );
   }
@@ -455,40 +478,57 @@ export class Ops {
     rec.dispatch(this.p("row_stats"), [{ u: s.rows }, { u: s.vocab }, { u: s.stride }, { u: 0 }], [logits, targets, stats], s.rows);
   }
 
-  /** Knockout fast path: out (n, convDim), conv1d + SiLU at each configuration's last position */
-  lastRowConv1dSilu(rec: Recorder, meta: GPUBuffer, zxbcdt: GPUBuffer, baseZxbcdt: GPUBuffer, weight: GPUBuffer, bias: GPUBuffer, out: GPUBuffer, s: { n: number; convDim: number; dConv: number; inStride: number; inOffset: number }) {
+  /** Knockout fast path: out (n, convDim), conv1d + SiLU of the recomputed rows (kernels/rows_conv_silu.wgsl) */
+  rowsConv1dSilu(
+    rec: Recorder,
+    b: { rowsMeta: GPUBuffer; zxbcdt: GPUBuffer; baseZxbcdt: GPUBuffer; weight: GPUBuffer; bias: GPUBuffer; out: GPUBuffer },
+    s: { n: number; convDim: number; dConv: number; inStride: number; inOffset: number; layer: number },
+  ) {
     rec.dispatch(
-      this.p("lastrow_conv_silu"),
-      [{ u: s.n }, { u: s.convDim }, { u: s.dConv }, { u: s.inStride }, { u: s.inOffset }, { u: 0 }, { u: 0 }, { u: 0 }],
-      [meta, zxbcdt, baseZxbcdt, weight, bias, out],
+      this.p("rows_conv_silu"),
+      [{ u: s.n }, { u: s.convDim }, { u: s.dConv }, { u: s.inStride }, { u: s.inOffset }, { u: s.layer }, { u: 0 }, { u: 0 }],
+      [b.rowsMeta, b.zxbcdt, b.baseZxbcdt, b.weight, b.bias, b.out],
       groups(s.n * s.convDim),
     );
   }
 
-  /** Knockout fast path: mRow (n, nheads, maxLen), the last attention row of every head, masked */
-  lastRowAttention(
+  /** Knockout fast path: mRows (n, nheads, maxLen), each recomputed row of every head's attention matrix, masked */
+  rowsSsdAttention(
     rec: Recorder,
-    b: { meta: GPUBuffer; colmask: GPUBuffer; xbc: GPUBuffer; dt: GPUBuffer; baseXbc: GPUBuffer; baseDt: GPUBuffer; a: GPUBuffer; mRow: GPUBuffer },
-    s: { n: number; nheads: number; ngroups: number; dState: number; convDim: number; dInner: number; maxLen: number; layer: number },
+    b: { rowsMeta: GPUBuffer; colmask: GPUBuffer; headSel: GPUBuffer; xbc: GPUBuffer; dt: GPUBuffer; baseXbc: GPUBuffer; baseDt: GPUBuffer; a: GPUBuffer; mRows: GPUBuffer },
+    s: { n: number; nheads: number; ngroups: number; dState: number; convDim: number; dInner: number; maxLen: number; layer: number; nSel: number },
   ) {
     rec.dispatch(
-      this.p("lastrow_attention"),
-      [{ u: s.n }, { u: s.nheads }, { u: s.ngroups }, { u: s.dState }, { u: s.convDim }, { u: s.dInner }, { u: s.maxLen }, { u: s.layer }],
-      [b.meta, b.colmask, b.xbc, b.dt, b.baseXbc, b.baseDt, b.a, b.mRow],
+      this.p("rows_ssd_attention"),
+      [
+        { u: s.n },
+        { u: s.nheads },
+        { u: s.ngroups },
+        { u: s.dState },
+        { u: s.convDim },
+        { u: s.dInner },
+        { u: s.maxLen },
+        { u: s.layer },
+        { u: s.nSel },
+        { u: 0 },
+        { u: 0 },
+        { u: 0 },
+      ],
+      [b.rowsMeta, b.colmask, b.headSel, b.xbc, b.dt, b.baseXbc, b.baseDt, b.a, b.mRows],
       groups(s.n * s.nheads),
     );
   }
 
-  /** Knockout fast path: y (n, dInner) = last attention row applied + D x */
-  lastRowAttentionApply(
+  /** Knockout fast path: y (n, dInner) = the recomputed attention rows applied + D x */
+  rowsSsdAttentionApply(
     rec: Recorder,
-    b: { meta: GPUBuffer; mRow: GPUBuffer; xbc: GPUBuffer; dt: GPUBuffer; baseXbc: GPUBuffer; baseDt: GPUBuffer; d: GPUBuffer; y: GPUBuffer },
+    b: { rowsMeta: GPUBuffer; mRows: GPUBuffer; xbc: GPUBuffer; dt: GPUBuffer; baseXbc: GPUBuffer; baseDt: GPUBuffer; d: GPUBuffer; y: GPUBuffer },
     s: { n: number; nheads: number; headdim: number; convDim: number; dInner: number; maxLen: number },
   ) {
     rec.dispatch(
-      this.p("lastrow_attention_apply"),
+      this.p("rows_ssd_attention_apply"),
       [{ u: s.n }, { u: s.nheads }, { u: s.headdim }, { u: s.convDim }, { u: s.dInner }, { u: s.maxLen }, { u: 0 }, { u: 0 }],
-      [b.meta, b.mRow, b.xbc, b.dt, b.baseXbc, b.baseDt, b.d, b.y],
+      [b.rowsMeta, b.mRows, b.xbc, b.dt, b.baseXbc, b.baseDt, b.d, b.y],
       groups(s.n * s.dInner),
     );
   }

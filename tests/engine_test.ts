@@ -4,6 +4,7 @@
 import { assert, assertEquals } from "./assert.ts";
 import { openCheckpoint } from "../engine/checkpoint/mod.ts";
 import { Mamba2Model } from "../engine/model.ts";
+import type { KnockoutSpec } from "../engine/arch.ts";
 import { logSumExp, argmax } from "../engine/probs.ts";
 import { FIXTURE_DIR, goldenEngine, knockoutFromGolden, maxAbs, maxAbsDiff, seeded, testGpu } from "./helpers.ts";
 
@@ -115,7 +116,7 @@ Deno.test("a batch of mixed-length prompts equals each prompt run alone", async 
 Deno.test("knockouts of one prompt in a batch leave the others untouched", async () => {
   const model = await fixtureModel("safetensors");
   const prompts = randomPrompts(5, 3, 12).map((p) => [...p, 42, 43]);
-  const ko = new Map([[2, [[prompts[1].length - 1, 0] as [number, number]]]]);
+  const ko: KnockoutSpec[] = [{ start: 2, end: 3, edges: [[prompts[1].length - 1, 0]] }];
   const plain = await model.forward(prompts, { mode: "attention" });
   const blocked = await model.forward(prompts, { mode: "attention", knockouts: [undefined, ko, undefined] });
   assert(maxAbsDiff(plain[0], blocked[0]) <= 1e-6 * maxAbs(plain[0]));
@@ -129,9 +130,9 @@ Deno.test("bad engine input gives one clear error", async () => {
     [[[1, 2, 50277]], { mode: "scan" }, /token id 50277 is out of range/],
     [[[1, -1]], { mode: "scan" }, /token id -1 is out of range/],
     [[[]], { mode: "scan" }, /empty/],
-    [[[1, 2]], { mode: "scan", knockouts: [new Map([[0, [[1, 0]]]])] }, /attention mode/],
-    [[[1, 2]], { mode: "attention", knockouts: [new Map([[0, [[1, 2]]]])] }, /invalid/],
-    [[[1, 2]], { mode: "attention", knockouts: [new Map([[6, [[1, 0]]]])] }, /layer 6 does not exist/],
+    [[[1, 2]], { mode: "scan", knockouts: [[{ start: 0, end: 1, edges: [[1, 0]] }]] }, /attention mode/],
+    [[[1, 2]], { mode: "attention", knockouts: [[{ start: 0, end: 1, edges: [[1, 2]] }]] }, /invalid/],
+    [[[1, 2]], { mode: "attention", knockouts: [[{ start: 6, end: 7, edges: [[1, 0]] }]] }, /window \[6, 7\) is not within/],
   ];
   for (const [prompts, opts, re] of bad) {
     let msg = "";

@@ -1,5 +1,6 @@
 // Shared test helpers: the fixture model, its golden outputs, one GPU device per test file.
 import { createGpu, type Gpu } from "../engine/gpu.ts";
+import type { KnockoutSpec } from "../engine/arch.ts";
 
 export const FIXTURE_DIR = new URL("./fixtures/mamba2-tiny/", import.meta.url).pathname;
 
@@ -46,8 +47,9 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 /** Deterministic PRNG for test inputs (the one the knockout stages sample with). */
 export { mulberry32 as seeded } from "../workflows/lib/bootstrap.ts";
 
-export function knockoutFromGolden(edges: Record<string, [number, number][]>): Map<number, [number, number][]> {
-  return new Map(Object.entries(edges).map(([l, e]) => [Number(l), e]));
+/** A golden file's `blocked_edges` {layer: edges} as knockouts: one spec per layer, every head. */
+export function knockoutFromGolden(edges: Record<string, [number, number][]>): KnockoutSpec[] {
+  return Object.entries(edges).map(([l, e]) => ({ start: Number(l), end: Number(l) + 1, edges: e }));
 }
 
 /** Run a deno subprocess of this repo, returning exit code and text output. */

@@ -2,6 +2,7 @@
 import { assert, assertEquals, assertThrows } from "./assert.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import { parseBlockSpec, resolveBlockSpecs } from "../engine/blockspec.ts";
+import type { KnockoutSpec } from "../engine/arch.ts";
 import { FIXTURE_DIR, goldenEngine, maxAbs, maxAbsDiff, runDeno } from "./helpers.ts";
 
 Deno.test("tokenizer: the ids published for the study's prompts", async () => {
@@ -12,18 +13,22 @@ Deno.test("tokenizer: the ids published for the study's prompts", async () => {
   assertEquals(tok.decodeEach([2115, 961, 91, 17703, 13, 3692]), ["Com", "mer", "z", "bank", ",", " whose"]);
 });
 
+/** The edges a resolved --block list blocks in layer l (one spec per layer). */
+const edgesIn = (ko: KnockoutSpec[], l: number) => ko.find((k) => k.start === l && k.end === l + 1)?.edges;
+
 Deno.test("--block specs resolve to edges", () => {
   const ko = resolveBlockSpecs([parseBlockSpec("3-5:last>0,2"), parseBlockSpec("1,4:last>2-3")], 6, 8);
-  assertEquals([...ko.keys()].sort(), [1, 3, 4, 5]);
-  assertEquals(ko.get(3), [[5, 0], [5, 2]]);
-  assertEquals(ko.get(5), [[5, 0], [5, 2]]);
-  assertEquals(ko.get(4), [[5, 0], [5, 2], [5, 3]], "repeated edges are merged");
-  assertEquals(ko.get(1), [[5, 2], [5, 3]]);
-  assertEquals(resolveBlockSpecs([parseBlockSpec("0:3>1")], 6, 8).get(0), [[3, 1]], "any row, not only the last");
+  assertEquals(ko.map((k) => [k.start, k.end]), [[1, 2], [3, 4], [4, 5], [5, 6]]);
+  assertEquals(edgesIn(ko, 3), [[5, 0], [5, 2]]);
+  assertEquals(edgesIn(ko, 5), [[5, 0], [5, 2]]);
+  assertEquals(edgesIn(ko, 4), [[5, 0], [5, 2], [5, 3]], "repeated edges are merged");
+  assertEquals(edgesIn(ko, 1), [[5, 2], [5, 3]]);
+  assert(ko.every((k) => k.units === undefined && k.conv === undefined), "every head, no conv unless asked");
+  assertEquals(edgesIn(resolveBlockSpecs([parseBlockSpec("0:3>1")], 6, 8), 0), [[3, 1]], "any row, not only the last");
   // `last` as a column means the prompt's last position; a row can't see later columns
   assertThrows(() => resolveBlockSpecs([parseBlockSpec("1:2>last")], 6, 8), /column 5 is after row 2/);
   const all = resolveBlockSpecs([parseBlockSpec("0-1:last>0-last")], 4, 2);
-  assertEquals(all.get(1), [[3, 0], [3, 1], [3, 2], [3, 3]]);
+  assertEquals(edgesIn(all, 1), [[3, 0], [3, 1], [3, 2], [3, 3]]);
 });
 
 Deno.test("bad --block specs are refused with one line", () => {

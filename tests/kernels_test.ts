@@ -14,6 +14,9 @@
 import { createGpu, type Gpu, readBuffer, Recorder, storageBuffer, uploadBuffer, writeBuffer } from "../engine/gpu.ts";
 import { destroyWeight, Ops, type SsdShape, uploadWeight } from "../engine/ops.ts";
 import { parseConfig } from "../engine/config.ts";
+import { maxAbsDiff } from "./helpers.ts";
+import { parseUnitSelector } from "../engine/arch.ts";
+import { flowEdges } from "../engine/flows.ts";
 import * as ref from "./reference.ts";
 
 const TOL_F32 = 1e-5;
@@ -201,8 +204,8 @@ Deno.test("reference forward with knockouts matches the float64 golden", async (
   const cases = golden.knockouts.filter((k) => k.ids.length <= 12 && Object.keys(k.blocked_edges).length <= 2);
   assert(cases.length >= 2, `expected two small knockout cases in the golden, found ${cases.length}`);
   for (const k of cases) {
-    const knockout: ref.Knockout = new Map(Object.entries(k.blocked_edges).map(([l, e]) => [Number(l), e]));
-    const logits = ref.referenceForward(weights, cfg, k.ids, { mode: "attention", knockout });
+    const knockouts = Object.entries(k.blocked_edges).map(([l, edges]) => ({ start: Number(l), end: Number(l) + 1, edges }));
+    const logits = ref.referenceForward(weights, cfg, k.ids, { mode: "attention", knockouts });
     const last = rowOf(logits, V, k.ids.length - 1);
     assertClose(last, k.last_logits, TOL_GOLDEN, `knockout ${JSON.stringify(k.blocked_edges)} last logits`);
     // the knockout must matter here, or the comparison above could not tell it was applied
@@ -211,6 +214,31 @@ Deno.test("reference forward with knockouts matches the float64 golden", async (
     for (let i = 0; i < V; i++) diff = Math.max(diff, Math.abs(plain[i] - k.last_logits[i]));
     // (the allowed error is TOL_GOLDEN * max |logit| ~ 1e-5; the knockouts move logits by 1e-2..1e-1)
     assert(diff > 1e-3, `knockout ${JSON.stringify(k.blocked_edges)} barely changes the golden (${diff})`);
+  }
+});
+
+Deno.test("reference forward with flows, head selectors and conv knockouts matches golden-flows.json", async () => {
+  const { weights, cfg } = await loadFixture();
+  const g = JSON.parse(await Deno.readTextFile(new URL("golden-flows.json", FIXTURE)));
+  const V = cfg.vocabPadded;
+  const p = g.prompts[0];
+  const T = p.ids.length;
+  // one case of each kind: a flow into the subject, a selector, a conv knockout, a flow out of every token
+  const picks = [
+    p.cases.find((c: { flow: string; edges: number }) => c.flow === "subject<-subject" && c.edges > 0),
+    p.cases.find((c: { heads: string }) => c.heads === "not-fast:1/3"),
+    p.cases.find((c: { heads: string }) => c.heads === "slow:1/3"),
+    p.cases.find((c: { conv: boolean; flow: string }) => c.conv && c.flow === "relation<-subject"),
+    p.cases.find((c: { conv: boolean; flow: string }) => c.conv && c.flow === "last<-all"),
+  ];
+  for (const c of picks) {
+    const edges = flowEdges(c.flow, T, p.subject_tokens);
+    const knockouts = [{ start: c.window_start, end: c.window_start + g.window_size, edges, units: parseUnitSelector(c.heads), conv: c.conv }];
+    const logits = ref.referenceForward(weights, cfg, p.ids, { mode: "attention", knockouts });
+    const last = rowOf(logits, V, T - 1).subarray(0, cfg.vocabSize);
+    const prob = Math.exp(last[p.true_id] - logsumexp(last));
+    assert(Math.abs(prob - c.true_prob) <= 1e-6 * c.true_prob, `${c.flow} ${c.heads} conv ${c.conv}: p ${prob}, golden ${c.true_prob}`);
+    assert(argmax(last) === p.true_id === c.hit, `${c.flow}: hit`);
   }
 });
 
@@ -331,9 +359,15 @@ Deno.test("conv1dSilu: causal per prompt, on the xBC slice", async () => {
     const rows = c.batch * c.seq;
     const s = { rows, seq: c.seq, convDim: c.convDim, dConv: c.dConv, inStride: c.inStride, inOffset: c.inOffset };
     const zxbcdt = rng.f32(rows * c.inStride, -2, 2), weight = rng.f32(c.convDim * c.dConv), bias = rng.f32(c.convDim, -0.5, 0.5);
-    const out = bufs.out(rows * c.convDim);
-    await run(ops, (rec) => ops.conv1dSilu(rec, bufs.f32(zxbcdt), bufs.f32(weight), bufs.f32(bias), out, s));
-    assertClose(await read(gpu, out, rows * c.convDim), ref.conv1dSilu(zxbcdt, weight, bias, s), TOL_F32, `conv1dSilu ${desc(c)}`);
+    for (const masked of [false, true]) {
+      // conv knockouts: random taps removed per row (any of its d_conv taps, the row's own included)
+      const taps = masked ? Array.from({ length: rows }, () => rng.int(0, 2 ** c.dConv)) : null;
+      const out = bufs.out(rows * c.convDim);
+      await run(ops, (rec) => ops.conv1dSilu(rec, bufs.f32(zxbcdt), bufs.f32(weight), bufs.f32(bias), out, s, taps ? bufs.u32(taps) : null));
+      const want = ref.conv1dSilu(zxbcdt, weight, bias, s, taps);
+      assertClose(await read(gpu, out, rows * c.convDim), want, TOL_F32, `conv1dSilu ${desc(c)} tap mask ${masked}`);
+      if (taps) assert(maxAbsDiff(want, ref.conv1dSilu(zxbcdt, weight, bias, s)) > 1e-3, "the tap mask changes the output");
+    }
     bufs.destroy();
   }
 });
@@ -448,19 +482,27 @@ Deno.test("ssdAttentionMatrix: segsum decay, causal zeros, knockout masks", asyn
       const T = s.seq;
       // a gram with junk above the diagonal: the kernel must not read it
       const gram = rng.f32(s.batch * s.ngroups * T * T, -3, 3);
-      // ~30% of edges knocked out, including diagonals and edges above it (which must stay 0)
-      const mask = masked ? Uint32Array.from({ length: s.batch * T * T }, () => rng.next() < 0.3 ? 1 : 0) : null;
+      // ~30% of edges knocked out, including diagonals and edges above it (which must stay 0), each
+      // in one of 3 random head sets
+      const nSets = 3;
+      const mask = masked ? Uint32Array.from({ length: s.batch * T * T }, () => rng.next() < 0.3 ? rng.int(1, nSets + 1) : 0) : null;
+      const headSets = Uint32Array.from({ length: nSets * s.nheads }, () => rng.int(0, 2));
       const n = s.batch * s.nheads * T * T;
       const m = bufs.out(n);
-      await run(ops, (rec) => ops.ssdAttentionMatrix(rec, bufs.f32(gram), bufs.f32(dt), bufs.f32(a), mask ? bufs.u32(mask) : null, m, s));
-      const want = ref.ssdAttentionMatrix(gram, dt, a, mask, s);
+      const knockout = mask ? { mask: bufs.u32(mask), headSets: bufs.u32(headSets), nSets } : null;
+      await run(ops, (rec) => ops.ssdAttentionMatrix(rec, bufs.f32(gram), bufs.f32(dt), bufs.f32(a), knockout, m, s));
+      const want = ref.ssdAttentionMatrix(gram, dt, a, mask, s, headSets);
       const got = await read(gpu, m, n);
       assertClose(got, want, TOL_F32, `ssdAttentionMatrix ${desc(s)} masked=${masked}`);
-      if (mask) { // knocked-out entries are exactly 0
+      if (mask) { // knocked-out entries are exactly 0, in their head set's heads only
+        let kept = 0;
         for (let i = 0; i < n; i++) {
-          const b = Math.floor(i / (s.nheads * T * T)), ts = i % (T * T);
-          if (mask[b * T * T + ts]) assert(got[i] === 0, `ssdAttentionMatrix: knocked-out entry ${i} is ${got[i]}`);
+          const b = Math.floor(i / (s.nheads * T * T)), h = Math.floor(i / (T * T)) % s.nheads, ts = i % (T * T);
+          const k = mask[b * T * T + ts];
+          if (k && headSets[(k - 1) * s.nheads + h]) assert(got[i] === 0, `ssdAttentionMatrix: knocked-out entry ${i} is ${got[i]}`);
+          else if (k && ts % T <= Math.floor(ts / T) && got[i] !== 0) kept++;
         }
+        assert(s.nheads === 1 || kept > 0, "entries of heads outside the head set stay");
       }
       bufs.destroy();
     }
@@ -556,7 +598,7 @@ Deno.test("SSD layer chain on a padded batch: conv, dt, scan and attention (with
     ops.dtSoftplus(rec, zBuf, bufs.f32(dtBias), dt, { rows: N, nheads: s.nheads, inStride: dInProj, inOffset: s.dInner + s.convDim });
     ops.ssdScan(rec, xbc, dt, aBuf, dBuf, bufs.u32(lengths), yScan, s);
     ops.ssdGram(rec, xbc, gram, s);
-    ops.ssdAttentionMatrix(rec, gram, dt, aBuf, bufs.u32(mask), m, s);
+    ops.ssdAttentionMatrix(rec, gram, dt, aBuf, { mask: bufs.u32(mask), headSets: bufs.u32(new Array(s.nheads).fill(1)), nSets: 1 }, m, s);
     ops.ssdAttentionApply(rec, m, xbc, dt, dBuf, yAttn, s);
     ops.gatedRmsnorm(rec, yScan, zBuf, normBuf, outScan, norm);
     ops.gatedRmsnorm(rec, yAttn, zBuf, normBuf, outAttn, norm);
@@ -578,5 +620,146 @@ Deno.test("SSD layer chain on a padded batch: conv, dt, scan and attention (with
     const rows = (v: Float32Array) => v.subarray(b * T * s.dInner, (b * T + L) * s.dInner);
     assertClose(rows(gotScan), ref.gatedRmsnorm(yS, z, normW, normR), TOL_F32, `chain scan, prompt ${b} (length ${L})`);
     assertClose(rows(gotAttn), ref.gatedRmsnorm(yA, z, normW, normR), TOL_F32, `chain attention, prompt ${b} (length ${L}, knockouts ${JSON.stringify(edges[b])})`);
+  }
+});
+
+// ---------- the knockout fast path's kernels (recomputed rows) and row_stats ----------
+
+/**
+ * Random recomputed rows over a padded base batch: configurations on prompts of different lengths,
+ * each with its first recomputed position t0, a window among nLayer layers, a selector, conv taps
+ * and blocked columns (random, on and off the diagonal).
+ */
+function rowsScenario(rng: Rng, lengths: number[], nConfigs: number, nLayer: number, nSel: number, dConv: number) {
+  const T = Math.max(...lengths);
+  const meta: number[] = [], colmask: number[] = [];
+  for (let k = 0; k < nConfigs; k++) {
+    const b = rng.int(0, lengths.length), len = lengths[b];
+    const t0 = rng.int(0, len), start = rng.int(0, nLayer), end = rng.int(start + 1, nLayer + 1), sel = rng.int(0, nSel);
+    for (let t = t0; t < len; t++) {
+      meta.push(t, t0, b * T, start, end, sel, rng.int(0, 2 ** dConv), 0);
+      for (let s = 0; s < T; s++) colmask.push(s <= t && rng.next() < 0.4 ? 1 : 0);
+    }
+  }
+  return { T, n: meta.length / 8, rowsMeta: meta, colmask };
+}
+
+Deno.test("rowsConv1dSilu: recomputed rows read earlier recomputed rows or the base run; tap knockouts in the window", async () => {
+  const ops = await getOps(), gpu = ops.gpu;
+  const rng = new Rng(14);
+  for (const c of [
+    { lengths: [1], configs: 1, convDim: 3, dConv: 4, inStride: 5, inOffset: 1 },
+    { lengths: [7, 3, 5], configs: 6, convDim: 70, dConv: 4, inStride: 100, inOffset: 13 },
+    { lengths: [9, 9], configs: 4, convDim: 33, dConv: 2, inStride: 40, inOffset: 0 },
+  ]) {
+    const sc = rowsScenario(rng, c.lengths, c.configs, 3, 1, c.dConv);
+    const zx = rng.f32(sc.n * c.inStride, -2, 2), baseZx = rng.f32(c.lengths.length * sc.T * c.inStride, -2, 2);
+    const weight = rng.f32(c.convDim * c.dConv), bias = rng.f32(c.convDim, -0.5, 0.5);
+    for (const layer of [0, 1, 2]) {
+      const bufs = new Bufs(gpu);
+      const s = { n: sc.n, convDim: c.convDim, dConv: c.dConv, inStride: c.inStride, inOffset: c.inOffset, layer };
+      const out = bufs.out(sc.n * c.convDim);
+      await run(ops, (rec) =>
+        ops.rowsConv1dSilu(rec, {
+          rowsMeta: bufs.u32(sc.rowsMeta),
+          zxbcdt: bufs.f32(zx),
+          baseZxbcdt: bufs.f32(baseZx),
+          weight: bufs.f32(weight),
+          bias: bufs.f32(bias),
+          out,
+        }, s));
+      const want = ref.rowsConv1dSilu(sc.rowsMeta, zx, baseZx, weight, bias, s);
+      assertClose(await read(gpu, out, sc.n * c.convDim), want, TOL_F32, `rowsConv1dSilu ${desc(c)} layer ${layer}`);
+      bufs.destroy();
+    }
+  }
+});
+
+Deno.test("reference: the rows functions equal the full ones when every row is recomputed", () => {
+  // t0 = 0 and no knockout: the rows of a configuration are its whole prompt, so the rows kernels
+  // must give what conv1d_silu, ssd_cb + ssd_attention_matrix and ssd_attention_apply give
+  const rng = new Rng(15);
+  const s = ssdShape(1, 6, 4, 3, 5, 2), dConv = 4, inStride = s.convDim + 3;
+  const meta = Array.from({ length: s.seq }, (_, t) => [t, 0, 0, 0, 1, 0, 0, 0]).flat();
+  const zx = rng.f32(s.seq * inStride, -2, 2), weight = rng.f32(s.convDim * dConv), bias = rng.f32(s.convDim);
+  const conv = ref.conv1dSilu(zx, weight, bias, { rows: s.seq, seq: s.seq, convDim: s.convDim, dConv, inStride, inOffset: 2 });
+  const rowsConv = ref.rowsConv1dSilu(meta, zx, zx, weight, bias, { n: s.seq, convDim: s.convDim, dConv, inStride, inOffset: 2, layer: 0 });
+  assertClose(rowsConv, conv, 1e-14, "reference rowsConv1dSilu = conv1dSilu");
+  const { xbc, dt, a, d } = ssdInputs(rng, s);
+  const m = ref.ssdAttentionMatrix(ref.ssdGram(xbc, s), dt, a, null, s);
+  const headSel = new Array(s.nheads).fill(1);
+  const mRows = ref.rowsSsdAttention(meta, new Array(s.seq * s.seq).fill(0), headSel, xbc, dt, xbc, dt, a, { ...s, n: s.seq, maxLen: s.seq, layer: 0, nSel: 1 });
+  // m is (1, H, T, T), mRows (T, H, T)
+  const mT = Float64Array.from({ length: m.length }, (_, i) => {
+    const t = Math.floor(i / (s.nheads * s.seq)), h = Math.floor(i / s.seq) % s.nheads, u = i % s.seq;
+    return m[(h * s.seq + t) * s.seq + u];
+  });
+  assertClose(mRows, mT, 1e-14, "reference rowsSsdAttention = ssdAttentionMatrix");
+  const yRows = ref.rowsSsdAttentionApply(meta, mRows, xbc, dt, xbc, dt, d, { n: s.seq, nheads: s.nheads, headdim: s.headdim, convDim: s.convDim, dInner: s.dInner, maxLen: s.seq });
+  assertClose(yRows, ref.ssdAttentionApply(m, xbc, dt, d, s), 1e-14, "reference rowsSsdAttentionApply = ssdAttentionApply");
+});
+
+Deno.test("rowsSsdAttention and rowsSsdAttentionApply: rows from the recomputed rows and the base run, head selectors", async () => {
+  const ops = await getOps(), gpu = ops.gpu;
+  const rng = new Rng(16);
+  for (const c of [
+    { lengths: [1], configs: 1, shape: ssdShape(1, 1, 1, 1, 1, 1), nSel: 1 },
+    { lengths: [7, 2, 5], configs: 7, shape: ssdShape(3, 7, 4, 5, 16, 2), nSel: 3 },
+    { lengths: [13, 20], configs: 5, shape: ssdShape(2, 20, 6, 16, 17, 3), nSel: 2 },
+  ]) {
+    const nLayer = 3, s = c.shape;
+    const sc = rowsScenario(rng, c.lengths, c.configs, nLayer, c.nSel, 4);
+    const baseRows = c.lengths.length * sc.T;
+    const xbc = rng.f32(sc.n * s.convDim), dt = rng.f32(sc.n * s.nheads, 0.001, 1);
+    const baseXbc = rng.f32(baseRows * s.convDim), baseDt = rng.f32(baseRows * s.nheads, 0.001, 1);
+    const a = rng.f32(s.nheads, -8, -0.1), d = rng.f32(s.nheads);
+    const headSel = Array.from({ length: nLayer * c.nSel * s.nheads }, () => rng.int(0, 2));
+    for (const layer of [0, 1, 2]) {
+      const bufs = new Bufs(gpu);
+      const attn = { ...s, n: sc.n, maxLen: sc.T, layer, nSel: c.nSel };
+      const mRows = bufs.out(sc.n * s.nheads * sc.T), y = bufs.out(sc.n * s.dInner);
+      const b = { rowsMeta: bufs.u32(sc.rowsMeta), xbc: bufs.f32(xbc), dt: bufs.f32(dt), baseXbc: bufs.f32(baseXbc), baseDt: bufs.f32(baseDt) };
+      const mWant = ref.rowsSsdAttention(sc.rowsMeta, sc.colmask, headSel, xbc, dt, baseXbc, baseDt, a, attn);
+      // apply reads random junk beyond each row's position t (the kernel must stop at t)
+      const mJunk = Float32Array.from(mWant, (v, i) => (i % sc.T) > sc.rowsMeta[Math.floor(i / (s.nheads * sc.T)) * 8] ? rng.uniform(-1, 1) : v);
+      const apply = { n: sc.n, nheads: s.nheads, headdim: s.headdim, convDim: s.convDim, dInner: s.dInner, maxLen: sc.T };
+      await run(ops, (rec) => {
+        ops.rowsSsdAttention(rec, { ...b, colmask: bufs.u32(sc.colmask), headSel: bufs.u32(headSel), a: bufs.f32(a), mRows }, attn);
+        ops.rowsSsdAttentionApply(rec, { ...b, mRows: bufs.f32(mJunk), d: bufs.f32(d), y }, apply);
+      });
+      assertClose(await read(gpu, mRows, sc.n * s.nheads * sc.T), mWant, TOL_F32, `rowsSsdAttention ${desc(s)} lengths [${c.lengths}] layer ${layer}`);
+      const yWant = ref.rowsSsdAttentionApply(sc.rowsMeta, mJunk, xbc, dt, baseXbc, baseDt, d, apply);
+      assertClose(await read(gpu, y, sc.n * s.dInner), yWant, TOL_F32, `rowsSsdAttentionApply ${desc(s)} lengths [${c.lengths}] layer ${layer}`);
+      bufs.destroy();
+    }
+  }
+});
+
+Deno.test("rowStats: max, logsumexp, argmax (lowest id of ties) and the target's logit over the real vocabulary", async () => {
+  const ops = await getOps(), gpu = ops.gpu;
+  const rng = new Rng(17);
+  for (const c of [
+    { rows: 1, vocab: 1, stride: 1 },
+    { rows: 3, vocab: 300, stride: 304 },
+    { rows: 5, vocab: 50277, stride: 50288 },
+    { rows: 70000, vocab: 3, stride: 4 }, // rows spill the dispatch into y
+  ]) {
+    const bufs = new Bufs(gpu);
+    const logits = rng.f32(c.rows * c.stride, -20, 20);
+    for (let r = 0; r < Math.min(c.rows, 50); r++) {
+      // padding columns hold the largest values (they must be ignored); some rows have tied maxima
+      for (let v = c.vocab; v < c.stride; v++) logits[r * c.stride + v] = 100;
+      if (r % 2 === 1 && c.vocab > 2) logits[r * c.stride + c.vocab - 1] = logits[r * c.stride + 1] = 50;
+    }
+    const targets = Array.from({ length: c.rows }, () => rng.int(0, c.vocab));
+    const out = bufs.out(c.rows * 4);
+    await run(ops, (rec) => ops.rowStats(rec, bufs.f32(logits), bufs.u32(targets), out, c));
+    const got = await read(gpu, out, c.rows * 4), want = ref.rowStats(logits, targets, c);
+    for (const [k, what] of [[0, "max"], [2, "argmax"], [3, "target logit"]] as const) {
+      assertClose(got.filter((_, i) => i % 4 === k), want.filter((_, i) => i % 4 === k), 0, `rowStats ${desc(c)} ${what}`);
+    }
+    // logsumexp: exp and the sum in f32 over up to 50277 terms, absolute error on an O(10..100) value
+    assertClose(got.filter((_, i) => i % 4 === 1), want.filter((_, i) => i % 4 === 1), TOL_F32, `rowStats ${desc(c)} logsumexp`);
+    bufs.destroy();
   }
 });

@@ -8,6 +8,7 @@
 // Inputs may be Float32Array (what is uploaded to the GPU) or Float64Array; outputs are Float64Array.
 
 import type { ModelConfig } from "../engine/config.ts";
+import { type KnockoutSpec, selectByDecay } from "../engine/arch.ts";
 import type { SsdShape } from "../engine/ops.ts";
 
 export type Vec = ArrayLike<number>;
@@ -74,12 +75,14 @@ export function matmul(
  * zxbcdt[:, inOffset : inOffset + convDim]; zxbcdt (rows, inStride), weight (convDim, dConv),
  * bias (convDim). Each prompt (seq rows) starts at t = 0: taps before it read zero.
  *   out[t, c] = silu(bias[c] + sum_j weight[c, j] * xBC[t + j - (dConv - 1), c])
+ * Conv knockouts: tapMask (rows), bit `back` set removes the tap reading time t - back.
  */
 export function conv1dSilu(
   zxbcdt: Vec,
   weight: Vec,
   bias: Vec,
   s: { rows: number; seq: number; convDim: number; dConv: number; inStride: number; inOffset: number },
+  tapMask: Vec | null = null,
 ): Float64Array {
   const out = new Float64Array(s.rows * s.convDim);
   for (let row = 0; row < s.rows; row++) {
@@ -88,7 +91,8 @@ export function conv1dSilu(
       let acc = bias[c];
       for (let j = 0; j < s.dConv; j++) {
         const src = t + j - (s.dConv - 1); // time read by tap j
-        if (src >= 0) acc += weight[c * s.dConv + j] * zxbcdt[(row - t + src) * s.inStride + s.inOffset + c];
+        const removed = tapMask !== null && Math.floor(tapMask[row] / 2 ** (t - src)) % 2 === 1;
+        if (src >= 0 && !removed) acc += weight[c * s.dConv + j] * zxbcdt[(row - t + src) * s.inStride + s.inOffset + c];
       }
       out[row * s.convDim + c] = silu(acc);
     }
@@ -171,9 +175,11 @@ export function ssdGram(xbc: Vec, s: SsdShape): Float64Array {
 /**
  * Attention form, SSD step 2: m (batch, nheads, seq, seq), the masked decay matrix
  *   M[t, u] = G[t, u] * exp(segsum(t, u)),  segsum(t, u) = sum_{r = u+1..t} dt_r * A,   u <= t,
- * 0 above the diagonal and where mask (batch, seq, seq) is nonzero (the knockout, every head).
+ * 0 above the diagonal and where the knockout blocks (t, u) in head h: mask (batch, seq, seq)
+ * holds k > 0 and row k - 1 of headSets (sets, nheads) is nonzero at h (without headSets, every
+ * nonzero mask entry is blocked in every head).
  */
-export function ssdAttentionMatrix(gram: Vec, dt: Vec, a: Vec, mask: Vec | null, s: SsdShape): Float64Array {
+export function ssdAttentionMatrix(gram: Vec, dt: Vec, a: Vec, mask: Vec | null, s: SsdShape, headSets: Vec | null = null): Float64Array {
   const T = s.seq;
   const m = new Float64Array(s.batch * s.nheads * T * T);
   for (let b = 0; b < s.batch; b++) {
@@ -181,7 +187,8 @@ export function ssdAttentionMatrix(gram: Vec, dt: Vec, a: Vec, mask: Vec | null,
       const g = groupOf(h, s);
       for (let t = 0; t < T; t++) {
         for (let u = 0; u <= t; u++) {
-          if (mask && mask[(b * T + t) * T + u]) continue;
+          const k = mask ? mask[(b * T + t) * T + u] : 0;
+          if (k && (headSets === null || headSets[(k - 1) * s.nheads + h])) continue;
           let segsum = 0;
           for (let r = u + 1; r <= t; r++) segsum += dt[(b * T + r) * s.nheads + h] * a[h];
           m[((b * s.nheads + h) * T + t) * T + u] = gram[((b * s.ngroups + g) * T + t) * T + u] * Math.exp(segsum);
@@ -251,25 +258,149 @@ export function gatherRows(rows: Vec, x: Vec, dim: number): Float64Array {
   return out;
 }
 
-// ---- the model ----
+/**
+ * stats (rows, 4) = (max, logsumexp, argmax, logits[target]) of each logits row (rows, stride) over
+ * the ids < vocab; the argmax is the lowest id among equal maxima.
+ */
+export function rowStats(logits: Vec, targets: Vec, s: { rows: number; vocab: number; stride: number }): Float64Array {
+  const out = new Float64Array(s.rows * 4);
+  for (let r = 0; r < s.rows; r++) {
+    let max = -Infinity, arg = 0;
+    for (let v = 0; v < s.vocab; v++) {
+      if (logits[r * s.stride + v] > max) [max, arg] = [logits[r * s.stride + v], v];
+    }
+    let sum = 0;
+    for (let v = 0; v < s.vocab; v++) sum += Math.exp(logits[r * s.stride + v] - max);
+    out.set([max, max + Math.log(sum), arg, logits[r * s.stride + targets[r]]], r * 4);
+  }
+  return out;
+}
 
-/** layer -> edges (row, col), col <= row, knocked out of M in every head of that layer */
-export type Knockout = Map<number, [number, number][]>;
+// ---- the knockout fast path: recomputed rows ----
+// A pass recomputes n rows; row i is position t of its prompt, one of the positions t0..len-1 of a
+// configuration, stored consecutively (so position s >= t0 of the same configuration is row
+// i - (t - s)). Positions s < t0 are read from the base run, whose position s of the row's prompt
+// is base row base0 + s. rowsMeta (n, 8): (t, t0, base0, window start, window end, selector, tap
+// mask, 0). In the window's layers, colmask (n, maxLen) marks the blocked columns of each row and
+// the tap mask's bit `back` removes the conv tap from t - back; headSel (nLayer, nSel, nheads)
+// says which heads a row's selector blocks in each layer.
+
+const metaOf = (rowsMeta: Vec, i: number) => ({
+  t: rowsMeta[i * 8],
+  t0: rowsMeta[i * 8 + 1],
+  base0: rowsMeta[i * 8 + 2],
+  inWindow: (l: number) => l >= rowsMeta[i * 8 + 3] && l < rowsMeta[i * 8 + 4],
+  sel: rowsMeta[i * 8 + 5],
+  taps: rowsMeta[i * 8 + 6],
+});
+
+/** Value of channel `ch` at position s (of row i's configuration) from the recomputed rows or the base run. */
+function rowOrBase(i: number, m: ReturnType<typeof metaOf>, src: number, rows: Vec, base: Vec, stride: number, ch: number): number {
+  return src >= m.t0 ? rows[(i - (m.t - src)) * stride + ch] : base[(m.base0 + src) * stride + ch];
+}
+
+/** rows_conv_silu: out (n, convDim), conv1dSilu of each recomputed row (tap knockouts inside the window). */
+export function rowsConv1dSilu(
+  rowsMeta: Vec,
+  zxbcdt: Vec,
+  baseZxbcdt: Vec,
+  weight: Vec,
+  bias: Vec,
+  s: { n: number; convDim: number; dConv: number; inStride: number; inOffset: number; layer: number },
+): Float64Array {
+  const out = new Float64Array(s.n * s.convDim);
+  for (let i = 0; i < s.n; i++) {
+    const m = metaOf(rowsMeta, i);
+    for (let c = 0; c < s.convDim; c++) {
+      let acc = bias[c];
+      for (let back = 0; back < s.dConv && back <= m.t; back++) {
+        if (m.inWindow(s.layer) && Math.floor(m.taps / 2 ** back) % 2 === 1) continue;
+        acc += weight[c * s.dConv + s.dConv - 1 - back] * rowOrBase(i, m, m.t - back, zxbcdt, baseZxbcdt, s.inStride, s.inOffset + c);
+      }
+      out[i * s.convDim + c] = silu(acc);
+    }
+  }
+  return out;
+}
+
+/** rows_ssd_attention: mRows (n, nheads, maxLen), row t of every head's masked attention matrix per recomputed row. */
+export function rowsSsdAttention(
+  rowsMeta: Vec,
+  colmask: Vec,
+  headSel: Vec,
+  xbc: Vec,
+  dt: Vec,
+  baseXbc: Vec,
+  baseDt: Vec,
+  a: Vec,
+  s: SsdShape & { n: number; maxLen: number; layer: number; nSel: number },
+): Float64Array {
+  const out = new Float64Array(s.n * s.nheads * s.maxLen);
+  for (let i = 0; i < s.n; i++) {
+    const m = metaOf(rowsMeta, i);
+    for (let h = 0; h < s.nheads; h++) {
+      const g = groupOf(h, s);
+      const blocksHead = m.inWindow(s.layer) && headSel[(s.layer * s.nSel + m.sel) * s.nheads + h] !== 0;
+      for (let u = 0; u <= m.t; u++) {
+        if (blocksHead && colmask[i * s.maxLen + u]) continue;
+        let gram = 0;
+        for (let k = 0; k < s.dState; k++) {
+          const bOff = s.dInner + g * s.dState + k;
+          gram += xbc[i * s.convDim + s.dInner + (s.ngroups + g) * s.dState + k] * rowOrBase(i, m, u, xbc, baseXbc, s.convDim, bOff);
+        }
+        let segsum = 0;
+        for (let r = u + 1; r <= m.t; r++) segsum += rowOrBase(i, m, r, dt, baseDt, s.nheads, h) * a[h];
+        out[(i * s.nheads + h) * s.maxLen + u] = gram * Math.exp(segsum);
+      }
+    }
+  }
+  return out;
+}
+
+/** rows_ssd_attention_apply: y (n, dInner) = sum_{s <= t} mRows[i, h, s] dt_s x_s + D x_t. */
+export function rowsSsdAttentionApply(
+  rowsMeta: Vec,
+  mRows: Vec,
+  xbc: Vec,
+  dt: Vec,
+  baseXbc: Vec,
+  baseDt: Vec,
+  d: Vec,
+  s: { n: number; nheads: number; headdim: number; convDim: number; dInner: number; maxLen: number },
+): Float64Array {
+  const y = new Float64Array(s.n * s.dInner);
+  for (let i = 0; i < s.n; i++) {
+    const m = metaOf(rowsMeta, i);
+    for (let c = 0; c < s.dInner; c++) {
+      const h = Math.floor(c / s.headdim);
+      let acc = 0;
+      for (let u = 0; u <= m.t; u++) {
+        acc += mRows[(i * s.nheads + h) * s.maxLen + u] * rowOrBase(i, m, u, dt, baseDt, s.nheads, h) * rowOrBase(i, m, u, xbc, baseXbc, s.convDim, c);
+      }
+      y[i * s.dInner + c] = acc + d[h] * xbc[i * s.convDim + c];
+    }
+  }
+  return y;
+}
+
+// ---- the model ----
 
 /** Tensors by their checkpoint names (backbone.layers.{i}.mixer.in_proj.weight, ...). */
 export type Weights = Map<string, Vec>;
 
 /**
  * Logits (T, vocabPadded) at every position of one prompt. Scan mode runs the recurrence;
- * attention mode materialises M, with the knockout's edges zeroed (the D skip is not an edge).
+ * attention mode materialises M, with each knockout's edges zeroed in the layers of its window, in
+ * the heads its selector picks (ranked by exp(-exp(A_log))), and with `conv` the conv taps of its
+ * edges removed (the D skip is not an edge).
  */
 export function referenceForward(
   weights: Weights,
   cfg: ModelConfig,
   ids: number[],
-  opts: { mode: "scan" | "attention"; knockout?: Knockout },
+  opts: { mode: "scan" | "attention"; knockouts?: KnockoutSpec[] },
 ): Float64Array {
-  if (opts.knockout?.size && opts.mode !== "attention") throw new Error("knockouts need attention mode");
+  if (opts.knockouts?.length && opts.mode !== "attention") throw new Error("knockouts need attention mode");
   const w = (name: string) => {
     const v = weights.get(name);
     if (!v) throw new Error(`reference: missing tensor ${name}`);
@@ -295,6 +426,29 @@ export function referenceForward(
     // 2. zxbcdt (T, dInProj) = in_proj(hidden): z (dInner) | xBC (convDim) | dt (H)
     const zxbcdt = matmul(hidden, w(`${pre}.mixer.in_proj.weight`), T, cfg.dInProj, D);
     // 3. xbc (T, convDim) = SiLU(causal conv1d(xBC)): x (dInner) | B (G*N) | C (G*N)
+    // this layer's knockouts: per blocked (t, u) one head set (mask entry k = its index + 1), and
+    // the conv taps t - u < d_conv of conv knockouts
+    const inLayer = (opts.knockouts ?? []).filter((k) => k.start <= l && l < k.end);
+    const aLog = w(`${pre}.mixer.A_log`);
+    const decay = Array.from(aLog, (v) => Math.exp(-Math.exp(v)));
+    let mask: Float64Array | null = null, taps: Float64Array | null = null; // (1, T, T), (T)
+    const headSets: number[] = [];
+    for (const k of inLayer) {
+      const heads = new Set(selectByDecay(k.units ?? { kind: "all" }, decay, H, `layer ${l}`));
+      for (const [t, u] of k.edges) {
+        mask ??= new Float64Array(T * T);
+        if (!mask[t * T + u]) {
+          mask[t * T + u] = headSets.length / H + 1;
+          headSets.push(...new Array(H).fill(0));
+        }
+        const set = mask[t * T + u] - 1;
+        for (let h = 0; h < H; h++) if (heads.has(h)) headSets[set * H + h] = 1;
+        if (k.conv && t - u > 0 && t - u < cfg.dConv) {
+          taps ??= new Float64Array(T);
+          if (Math.floor(taps[t] / 2 ** (t - u)) % 2 === 0) taps[t] += 2 ** (t - u);
+        }
+      }
+    }
     const xbc = conv1dSilu(zxbcdt, w(`${pre}.mixer.conv1d.weight`), w(`${pre}.mixer.conv1d.bias`), {
       rows: T,
       seq: T,
@@ -302,11 +456,11 @@ export function referenceForward(
       dConv: cfg.dConv,
       inStride: cfg.dInProj,
       inOffset: cfg.dInner,
-    });
+    }, taps);
     // 4. dt (T, H) = softplus(dt + dt_bias)
     const dt = dtSoftplus(zxbcdt, w(`${pre}.mixer.dt_bias`), { rows: T, nheads: H, inStride: cfg.dInProj, inOffset: cfg.dInner + cfg.convDim });
     // 5. A (H) = -exp(A_log)
-    const a = Array.from(w(`${pre}.mixer.A_log`), (v) => -Math.exp(v));
+    const a = Array.from(aLog, (v) => -Math.exp(v));
     const dSkip = w(`${pre}.mixer.D`);
     // 6. y (T, dInner) = SSD(x, dt, A, B, C) + D x
     let y: Float64Array;
@@ -314,9 +468,7 @@ export function referenceForward(
       y = ssdScan(xbc, dt, a, dSkip, [T], s);
     } else {
       const gram = ssdGram(xbc, s); // SSD 1: (1, G, T, T)
-      let mask: Uint8Array | null = null; // (1, T, T)
-      for (const [row, col] of opts.knockout?.get(l) ?? []) (mask ??= new Uint8Array(T * T))[row * T + col] = 1;
-      const m = ssdAttentionMatrix(gram, dt, a, mask, s); // SSD 2: (1, H, T, T)
+      const m = ssdAttentionMatrix(gram, dt, a, mask, s, headSets); // SSD 2: (1, H, T, T)
       y = ssdAttentionApply(m, xbc, dt, dSkip, s); // SSD 3
     }
     // 7. yNorm (T, dInner) = RMSNorm_group(y * SiLU(z)) * weight

@@ -3,7 +3,7 @@
 // saved per group of prompts so that an interrupted run resumes to the same result.
 
 import { join } from "node:path";
-import { lastRowKnockouts, type LastRowKnockout } from "../../engine/knockout.ts";
+import type { KnockoutConfig } from "../../engine/arch.ts";
 import type { PromptKnockout } from "./knockout_configs.ts";
 import { withDevice } from "./engine.ts";
 import { fixedGroups } from "./groups.ts";
@@ -52,14 +52,15 @@ export async function runKnockoutJobs(
     for (const group of fixedGroups(jobs, opts.groupPrompts)) {
       if (group.every((j) => log.has(j.row))) continue;
       ctx.checkInterrupted(`${log.done.size}/${jobs.length} prompts`);
-      const configs: LastRowKnockout[] = [];
+      const configs: KnockoutConfig[] = [];
       group.forEach((j, pi) => {
-        for (const c of j.configs) configs.push({ prompt: pi, start: c.start, end: c.end, cols: c.cols, target: j.target });
+        const last = j.ids.length - 1;
+        for (const c of j.configs) configs.push({ prompt: pi, start: c.start, end: c.end, edges: c.cols.map((s) => [last, s]), target: j.target });
       });
       const run = await withDevice(() => ctx.model(), async (loaded) => {
         let ticked = 0;
         try {
-          return await lastRowKnockouts(loaded.model, group.map((j) => j.ids), group.map((j) => j.target), configs, (n) => {
+          return await loaded.model.knockouts(group.map((j) => j.ids), group.map((j) => j.target), configs, (n) => {
             bar.tick(n - ticked);
             ticked = n;
           });
