@@ -17,7 +17,7 @@ import { Mamba2Model } from "../engine/model.ts";
 import type { TokenStats } from "../engine/probs.ts";
 import { syntheticCheckpoint, syntheticConfig } from "../engine/synthetic.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
-import { infoFlowConfigs } from "../workflows/lib/knockout_configs.ts";
+import { DEFAULT_FLOWS, infoFlowConfigs, parseFlows } from "../workflows/lib/knockout_configs.ts";
 import { readParquet } from "../workflows/lib/parquet.ts";
 import { subjectTokens } from "../workflows/lib/subject.ts";
 
@@ -127,8 +127,14 @@ export async function benchShape(
     const configs: KnockoutConfig[] = [];
     const flops = { fast: 0, full: 0 };
     prompts.forEach((p, pi) => {
-      const cfg = infoFlowConfigs(c.nLayer, p.ids.length, p.subject, { ks: [K], convention: "start", relationLast: true });
-      for (const k of cfg) configs.push({ prompt: pi, start: k.start, end: k.end, edges: k.cols.map((s) => [p.ids.length - 1, s]), target: 0 });
+      const cfg = infoFlowConfigs(c.nLayer, p.ids.length, p.subject, {
+        ks: [K],
+        flows: parseFlows(DEFAULT_FLOWS),
+        heads: [{ kind: "all" }],
+        conv: [false],
+        convention: "start",
+      }).configs;
+      for (const k of cfg) configs.push({ prompt: pi, start: k.start, end: k.end, edges: k.edges, target: 0 });
       const f = sweepFlops(c, p.ids.length, cfg.map((k) => k.start));
       flops.fast += f.fast / prompts.length;
       flops.full += f.full / prompts.length;

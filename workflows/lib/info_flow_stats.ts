@@ -1,10 +1,12 @@
-// 03_info_flow's statistics: per prompt and configuration the probability after the knockout,
-// the hit and the relative change; per configuration and split of the prompts the accuracy and
-// the mean relative change with percentile-bootstrap 95 % intervals. The record types double as
-// the tables' schemas (info_flow.parquet, info_flow_aggregates.parquet).
+// 03_info_flow's statistics: per prompt and configuration (k, flow, heads, conv, window) the
+// probability after the knockout, the hit and the relative change; per configuration and split of
+// the prompts the accuracy and the mean relative change with percentile-bootstrap 95 % intervals.
+// A flow that blocks no edge of a prompt has no result for it, so configurations may be over
+// fewer prompts than their split. The record types double as the tables' schemas
+// (info_flow.parquet, info_flow_aggregates.parquet).
 
 import { MeanBootstrap, mean } from "./bootstrap.ts";
-import { BLOCKS, type Block, type InfoFlowConfig } from "./knockout_configs.ts";
+import type { InfoFlowConfig } from "./knockout_configs.ts";
 import type { KnockoutRecord } from "./knockout_run.ts";
 import type { Field } from "./parquet.ts";
 
@@ -25,14 +27,43 @@ export interface InfoFlowPrompt {
   baseHit: boolean;
 }
 
-/** One knockout of one prompt, as it goes into info_flow.parquet. */
-export interface InfoFlowResult {
-  row: number;
+/** What a configuration is, as the tables label it. */
+export interface ConfigLabel {
   k: number;
-  block: Block;
+  /** `target<-source` */
+  flow: string;
+  /** the flow's token sets */
+  target: string;
+  source: string;
+  /** the head (unit) selector, canonical text */
+  heads: string;
+  conv: boolean;
+  /** the window's position on the x axis: its start layer or its centre layer */
   window: number;
+  /** that position as % of the model's layers */
+  depth: number;
   window_start: number;
   window_end: number;
+}
+
+const LABEL_FIELDS: readonly Field<ConfigLabel>[] = [
+  { name: "k", type: "INT32" },
+  { name: "flow", type: "STRING" },
+  { name: "target", type: "STRING" },
+  { name: "source", type: "STRING" },
+  { name: "heads", type: "STRING" },
+  { name: "conv", type: "BOOLEAN" },
+  { name: "window", type: "INT32" },
+  { name: "depth", type: "DOUBLE" },
+  { name: "window_start", type: "INT32" },
+  { name: "window_end", type: "INT32" },
+];
+
+/** One knockout of one prompt, as it goes into info_flow.parquet. */
+export interface InfoFlowResult extends ConfigLabel {
+  row: number;
+  /** blocked (t, s) pairs */
+  edges: number;
   target_id: number;
   base_prob: number;
   true_prob: number;
@@ -44,11 +75,8 @@ export interface InfoFlowResult {
 
 export const RESULT_FIELDS: readonly Field<InfoFlowResult>[] = [
   { name: "row", type: "INT32" },
-  { name: "k", type: "INT32" },
-  { name: "block", type: "STRING" },
-  { name: "window", type: "INT32" },
-  { name: "window_start", type: "INT32" },
-  { name: "window_end", type: "INT32" },
+  ...LABEL_FIELDS,
+  { name: "edges", type: "INT32" },
   { name: "target_id", type: "INT32" },
   { name: "base_prob", type: "DOUBLE" },
   { name: "true_prob", type: "DOUBLE" },
@@ -58,13 +86,10 @@ export const RESULT_FIELDS: readonly Field<InfoFlowResult>[] = [
   { name: "first_in_subject", type: "BOOLEAN" },
 ];
 
-export interface Aggregate {
-  k: number;
-  block: Block;
-  window: number;
-  window_start: number;
-  window_end: number;
+/** One configuration over one split of the prompts, as it goes into info_flow_aggregates.parquet. */
+export interface Aggregate extends ConfigLabel {
   split: Split;
+  /** prompts of the split that have this configuration (a flow without edges in a prompt leaves it out) */
   n: number;
   base_accuracy: number;
   accuracy: number;
@@ -76,11 +101,7 @@ export interface Aggregate {
 }
 
 export const AGGREGATE_FIELDS: readonly Field<Aggregate>[] = [
-  { name: "k", type: "INT32" },
-  { name: "block", type: "STRING" },
-  { name: "window", type: "INT32" },
-  { name: "window_start", type: "INT32" },
-  { name: "window_end", type: "INT32" },
+  ...LABEL_FIELDS,
   { name: "split", type: "STRING" },
   { name: "n", type: "INT32" },
   { name: "base_accuracy", type: "DOUBLE" },
@@ -97,7 +118,23 @@ export function relativeChange(p: number, pBase: number): number {
   return ((p - pBase) * 100) / pBase;
 }
 
-/** Per-prompt results of every configuration, in the order prompts × configurations. */
+/** The label of a configuration. */
+export function configLabel(c: InfoFlowConfig): ConfigLabel {
+  return {
+    k: c.k,
+    flow: c.flow.text,
+    target: c.flow.target,
+    source: c.flow.source,
+    heads: c.heads,
+    conv: c.conv,
+    window: c.window.at,
+    depth: c.window.depth,
+    window_start: c.start,
+    window_end: c.end,
+  };
+}
+
+/** Per-prompt results of every configuration, in the order prompts × their configurations. */
 export function perPromptResults(
   prompts: InfoFlowPrompt[],
   configs: Map<number, InfoFlowConfig[]>,
@@ -110,11 +147,8 @@ export function perPromptResults(
     cfg.forEach((c, i) => {
       out.push({
         row: pr.row,
-        k: c.k,
-        block: c.block,
-        window: c.window.at,
-        window_start: c.start,
-        window_end: c.end,
+        ...configLabel(c),
+        edges: c.edges.length,
         target_id: pr.target,
         base_prob: pr.baseProb,
         true_prob: rec.p[i],
@@ -128,44 +162,71 @@ export function perPromptResults(
   return out;
 }
 
+/** The order of the aggregates and figures: k ascending, then split, heads, conv and flow in the order of the parameters, then window. */
+export interface AggregateOrder {
+  flows: string[];
+  heads: string[];
+  conv: boolean[];
+}
+
+function configKey(r: ConfigLabel): string {
+  return `${r.k}|${r.flow}|${r.heads}|${r.conv}|${r.window}`;
+}
+
+/** A 32-bit FNV-1a hash of a list of rows: the seed of the resamples over that set of prompts. */
+function rowsHash(rows: number[]): number {
+  let h = 0x811c9dc5;
+  for (const r of rows) {
+    h ^= r + 1;
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h;
+}
+
 /**
- * Accuracy and mean relative change per (k, block, window, split), with percentile-bootstrap 95 %
- * intervals (`resamples` resamples of the split's prompts, the same resamples for every
- * configuration of a split). `results` holds every prompt's configurations in one common order.
+ * Accuracy and mean relative change per (k, flow, heads, conv, window, split), with
+ * percentile-bootstrap 95 % intervals (`resamples` resamples of the prompts). Every configuration
+ * over the same prompts of a split uses the same resamples: those of the whole split, or, for a
+ * flow that some prompts lack, resamples seeded by the set of prompts it has.
  */
-export function aggregate(prompts: InfoFlowPrompt[], results: InfoFlowResult[], resamples: number, seed: number): Aggregate[] {
-  const nConf = prompts.length ? results.length / prompts.length : 0;
+export function aggregate(prompts: InfoFlowPrompt[], results: InfoFlowResult[], resamples: number, seed: number, order: AggregateOrder): Aggregate[] {
+  const prompt = new Map(prompts.map((p) => [p.row, p]));
+  const inSplit = (split: Split, firstInSubject: boolean) => split === "all" || firstInSubject === (split === "first_in_subject");
+  const splitSize = SPLITS.map((split) => prompts.filter((p) => inSplit(split, p.firstInSubject)).length);
+  const byConfig = new Map<string, InfoFlowResult[]>();
+  for (const r of results) {
+    const key = configKey(r);
+    const list = byConfig.get(key);
+    if (list) list.push(r);
+    else byConfig.set(key, [r]);
+  }
+  const boots = new Map<string, MeanBootstrap>();
+  const bootstrapFor = (si: number, rows: number[]): MeanBootstrap | undefined => {
+    if (resamples <= 0) return undefined;
+    const whole = rows.length === splitSize[si];
+    const id = whole ? `${si}` : `${si}:${rows.join(",")}`;
+    let b = boots.get(id);
+    if (!b) {
+      const base = seed * 7919 + si * 104729 + 1;
+      boots.set(id, b = new MeanBootstrap(rows.length, resamples, (whole ? base : base + rowsHash(rows)) >>> 0));
+    }
+    return b;
+  };
   const out: Aggregate[] = [];
-  const members: Record<Split, number[]> = { all: [], first_in_subject: [], first_not_in_subject: [] };
-  prompts.forEach((p, i) => {
-    members.all.push(i);
-    members[p.firstInSubject ? "first_in_subject" : "first_not_in_subject"].push(i);
-  });
-  const perSplit = SPLITS.map((split, si) => {
-    const idx = members[split];
-    return {
-      split,
-      idx,
-      boot: resamples > 0 ? new MeanBootstrap(idx.length, resamples, (seed * 7919 + si * 104729 + 1) >>> 0) : undefined,
-      baseAcc: mean(idx.map((i) => (prompts[i].baseHit ? 1 : 0))),
-    };
-  });
-  for (let c = 0; c < nConf; c++) {
-    const ref = results[c];
-    for (const s of perSplit) {
-      const acc = Float64Array.from(s.idx, (i) => (results[i * nConf + c].hit ? 1 : 0));
-      const rel = Float64Array.from(s.idx, (i) => results[i * nConf + c].relative_change);
-      const [alo, ahi] = s.boot ? s.boot.ci(acc) : [NaN, NaN];
-      const [rlo, rhi] = s.boot ? s.boot.ci(rel) : [NaN, NaN];
+  for (const rs of byConfig.values()) {
+    const label = Object.fromEntries(LABEL_FIELDS.map((f) => [f.name, rs[0][f.name as keyof ConfigLabel]])) as unknown as ConfigLabel;
+    SPLITS.forEach((split, si) => {
+      const mine = rs.filter((r) => inSplit(split, r.first_in_subject));
+      const boot = bootstrapFor(si, mine.map((r) => r.row));
+      const acc = Float64Array.from(mine, (r) => (r.hit ? 1 : 0));
+      const rel = Float64Array.from(mine, (r) => r.relative_change);
+      const [alo, ahi] = boot ? boot.ci(acc) : [NaN, NaN];
+      const [rlo, rhi] = boot ? boot.ci(rel) : [NaN, NaN];
       out.push({
-        k: ref.k,
-        block: ref.block,
-        window: ref.window,
-        window_start: ref.window_start,
-        window_end: ref.window_end,
-        split: s.split,
-        n: s.idx.length,
-        base_accuracy: s.baseAcc,
+        ...label,
+        split,
+        n: mine.length,
+        base_accuracy: mean(mine.map((r) => (prompt.get(r.row)!.baseHit ? 1 : 0))),
         accuracy: mean(acc),
         accuracy_lo: alo,
         accuracy_hi: ahi,
@@ -173,11 +234,12 @@ export function aggregate(prompts: InfoFlowPrompt[], results: InfoFlowResult[], 
         relative_change_lo: rlo,
         relative_change_hi: rhi,
       });
-    }
+    });
   }
-  // sorted by k, split, block, window: the order of the figures
-  const bi = (b: Block) => BLOCKS.indexOf(b);
-  out.sort((a, b) => a.k - b.k || SPLITS.indexOf(a.split) - SPLITS.indexOf(b.split) || bi(a.block) - bi(b.block) || a.window - b.window);
+  const rank = <T>(list: T[], x: T) => list.indexOf(x);
+  out.sort((a, b) =>
+    a.k - b.k || SPLITS.indexOf(a.split) - SPLITS.indexOf(b.split) || rank(order.heads, a.heads) - rank(order.heads, b.heads) ||
+    rank(order.conv, a.conv) - rank(order.conv, b.conv) || rank(order.flows, a.flow) - rank(order.flows, b.flow) || a.window - b.window
+  );
   return out;
 }
-

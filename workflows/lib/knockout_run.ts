@@ -1,14 +1,32 @@
 // Shared machinery of the knockout stages (03_info_flow, 04_heatmap): running the knockouts of
-// many prompts through the exact fast path (engine/knockout.ts) in fixed groups, with progress
+// many prompts through the exact fast path (model.knockouts) in fixed groups, with progress
 // saved per group of prompts so that an interrupted run resumes to the same result.
 
 import { join } from "node:path";
-import type { KnockoutConfig } from "../../engine/arch.ts";
+import type { KnockoutConfig, LanguageModel, UnitSelector } from "../../engine/arch.ts";
 import type { PromptKnockout } from "./knockout_configs.ts";
 import { withDevice } from "./engine.ts";
+import { errorLine, UserError } from "./errors.ts";
 import { fixedGroups } from "./groups.ts";
 import { RowLog } from "./resume.ts";
 import type { StageContext } from "./stage.ts";
+
+/**
+ * Refuse, before anything runs, head selectors that cannot apply to the model (e.g. a decay
+ * ranking on a family without decays) and a conv knockout on a family without a conv path.
+ */
+export function checkKnockoutsApply(model: LanguageModel, opts: { heads: UnitSelector[]; conv: boolean[] }, stage: string): void {
+  for (const sel of opts.heads) {
+    try {
+      for (let layer = 0; layer < model.info.nLayer; layer++) model.selectUnits(layer, sel);
+    } catch (e) {
+      throw new UserError(`${stage}.heads: ${errorLine(e)}`);
+    }
+  }
+  if (opts.conv.includes(true) && model.info.convWidth === 0) {
+    throw new UserError(`${stage}.conv: ${model.info.family} models have no conv path to cut; use conv=false`);
+  }
+}
 
 /** One prompt's knockouts. */
 export interface KnockoutJob {
@@ -54,8 +72,7 @@ export async function runKnockoutJobs(
       ctx.checkInterrupted(`${log.done.size}/${jobs.length} prompts`);
       const configs: KnockoutConfig[] = [];
       group.forEach((j, pi) => {
-        const last = j.ids.length - 1;
-        for (const c of j.configs) configs.push({ prompt: pi, start: c.start, end: c.end, edges: c.cols.map((s) => [last, s]), target: j.target });
+        for (const c of j.configs) configs.push({ prompt: pi, target: j.target, start: c.start, end: c.end, edges: c.edges, units: c.units, conv: c.conv });
       });
       const run = await withDevice(() => ctx.model(), async (loaded) => {
         let ticked = 0;
