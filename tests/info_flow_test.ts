@@ -344,7 +344,9 @@ Deno.test("03_info_flow on the fixture model: the goldens, flows × heads × con
           assert(svg.includes(text), `${split}${suffix} figure lacks "${text}"`);
         }
         if (split !== "first_in_subject") assert(svg.includes("context → subject"), `${split}${suffix}: context → subject`);
-        assertEquals(svg.split(">no change<").length, 2, "the reference label is drawn once");
+        // one row of panels per target set (last, subject): each draws its reference line and label once
+        assertEquals(svg.split(">no change<").length - 1, 2, "the reference label is drawn once per row");
+        assert(svg.includes("Flows into the last position") && svg.includes("Flows into the subject"), "a row per target set");
       }
       const features = await Deno.readTextFile(join(dir, `info_flow_features_k${K}_${split}_subject-to-last.svg`));
       for (const text of ["all heads", "not-fast:1/3: all but the fastest third of heads"]) assert(features.includes(text), `features figure lacks "${text}"`);

@@ -152,6 +152,11 @@ const TARGET_WORDS: Record<string, string> = {
   all: "every position",
 };
 
+const layersWord = (k: number) => (k === 1 ? "1 layer" : `${k} layers`);
+/** The layers of a window, [start, end): `3–5`, or `4` for one layer. */
+const layerRange = (a: { window_start: number; window_end: number }) =>
+  a.window_end - a.window_start === 1 ? `${a.window_start}` : `${a.window_start}–${a.window_end - 1}`;
+
 const fin = (x: number) => (Number.isFinite(x) ? x : null);
 
 /** The rows a figure draws and the series each belongs to, in legend order. */
@@ -184,7 +189,7 @@ function seriesOf(spec: FigureSpec, aggs: Aggregate[], fc: FigureContext): { row
 }
 
 function titleOf(spec: FigureSpec, fc: FigureContext): string {
-  const k = `windows of k = ${spec.k} layers`;
+  const k = `windows of k = ${layersWord(spec.k)}`;
   if (spec.kind === "flows") return `Information flow between token sets: edges knocked out in ${k}`;
   if (spec.kind === "features") return `Information flow ${flowLabel(spec.flow)} by ${fc.unitName}s knocked out, ${k}`;
   return `Information flow with and without the conv path, ${k}`;
@@ -205,7 +210,7 @@ export function infoFlowFigure(spec: FigureSpec, aggs: Aggregate[], fc: FigureCo
     conv: a.conv ? "cut too" : "open",
     window: a.window,
     depth: a.depth,
-    layers: `${a.window_start}–${a.window_end - 1}`,
+    layers: layerRange(a),
     n: a.n,
     accuracy: fin(100 * a.accuracy),
     accuracy_lo: fin(100 * a.accuracy_lo),
@@ -215,13 +220,17 @@ export function infoFlowFigure(spec: FigureSpec, aggs: Aggregate[], fc: FigureCo
     change_hi: fin(a.relative_change_hi),
   }));
   const ns = [...new Set(rows.map(([a]) => a.n))].sort((x, y) => x - y);
-  const nText = ns.length === 0 ? "n = 0" : ns.length === 1 ? `n = ${ns[0]}` : `n = ${ns[0]}–${ns[ns.length - 1]} (a flow with no edge in a prompt leaves it out)`;
+  const nText = ns.length === 0
+    ? "n = 0 prompts"
+    : ns.length === 1
+    ? `n = ${ns[0]} prompts`
+    : `n = ${ns[0]}–${ns[ns.length - 1]} prompts (a flow with no edge in a prompt leaves it out)`;
   const bands = values.some((v) => v.accuracy_lo !== null && v.n > 1);
   // the unblocked accuracy: the same for every series over the same prompts; the widest sample's
   const widest = rows.reduce<Aggregate | undefined>((m, [a]) => (!m || a.n > m.n ? a : m), undefined);
   const baseAcc = widest && widest.n > 0 ? 100 * widest.base_accuracy : 100;
   const where = fc.convention === "start" ? "start" : "centre";
-  const xTitle = fc.xAxis === "depth" ? `window ${where} as % of the ${fc.nLayer} layers (k = ${spec.k})` : `window ${where} layer (window of ${spec.k} layers)`;
+  const xTitle = fc.xAxis === "depth" ? `window ${where} as % of the ${fc.nLayer} layers (k = ${spec.k})` : `window ${where} layer (window of ${layersWord(spec.k)})`;
   const xMax = fc.xAxis === "depth"
     ? Math.max(0, ...values.map((v) => v.depth))
     : Math.max(0, fc.nLayer - (fc.convention === "start" ? spec.k : 1));
@@ -299,17 +308,23 @@ export function infoFlowFigure(spec: FigureSpec, aggs: Aggregate[], fc: FigureCo
     ],
   });
   const about = [
-    spec.kind !== "features" ? `${fc.unitName}s: ${spec.heads === "all" ? "all" : spec.heads}` : "",
+    spec.kind !== "features"
+      ? `${fc.unitName}s: ${spec.heads}` +
+        (spec.heads === "all" ? "" : ` (knocked out: ${selectorWords(fc.heads[fc.headsText.indexOf(spec.heads)], fc.unitName)})`)
+      : "",
     spec.kind !== "conv" ? `conv path: ${spec.conv ? "cut too" : "open"}` : "",
   ].filter((s) => s).join(" · ");
   return {
     $schema: "https://vega.github.io/schema/vega-lite/v6.json",
     title: {
       text: titleOf(spec, fc),
+      // short lines: Vega sizes the figure by an estimate of the text's width that runs long
       subtitle: [
-        `${fc.model} · ${SPLIT_LABEL[spec.split]} (${nText})`,
-        `${about ? about + " · " : ""}line: mean${bands ? ", band: 95 % bootstrap CI" : ""}` + (values.length === 0 ? " · no prompts here" : ""),
-      ],
+        `${fc.model} · ${SPLIT_LABEL[spec.split]}`,
+        nText,
+        about,
+        `line: mean${bands ? ", band: 95 % bootstrap CI" : ""}` + (values.length === 0 ? " · no prompts here" : ""),
+      ].filter((l) => l !== ""),
       anchor: "start",
     },
     data: { values },
@@ -370,7 +385,7 @@ export function summaryMarkdown(
           if (!rows.length) continue;
           const m = rows.reduce((x, y) => (y.relative_change < x.relative_change ? y : x));
           lines.push(
-            `| ${flowLabel(flow)} | ${heads} | ${conv ? "cut" : "open"} | ${m.window} | ${m.window_start}–${m.window_end - 1} | ${m.n} | ` +
+            `| ${flowLabel(flow)} | ${heads} | ${conv ? "cut" : "open"} | ${m.window} | ${layerRange(m)} | ${m.n} | ` +
               `${(100 * m.accuracy).toFixed(1)} % | ${pct(m.relative_change)} | [${pct(m.relative_change_lo)}, ${pct(m.relative_change_hi)}] |`,
           );
         }

@@ -104,6 +104,7 @@ export function infoFlowConfigs(
   const configs: InfoFlowConfig[] = [];
   const skipped: Flow[] = [];
   const edges = axes.flows.map((f) => flowEdges(f, nTokens, subject));
+  const headsText = axes.heads.map(formatUnitSelector);
   axes.flows.forEach((f, i) => {
     if (edges[i].length === 0) skipped.push(f);
   });
@@ -111,13 +112,11 @@ export function infoFlowConfigs(
     const windows = layerWindows(nLayer, k, axes.convention);
     axes.flows.forEach((flow, i) => {
       if (edges[i].length === 0) return;
-      for (const units of axes.heads) {
+      axes.heads.forEach((units, h) => {
         for (const conv of axes.conv) {
-          for (const w of windows) {
-            configs.push({ k, flow, heads: formatUnitSelector(units), conv, window: w, start: w.start, end: w.end, edges: edges[i], units });
-          }
+          for (const w of windows) configs.push({ k, flow, heads: headsText[h], conv, window: w, start: w.start, end: w.end, edges: edges[i], units });
         }
-      }
+      });
     });
   }
   return { configs, skipped };
@@ -128,7 +127,7 @@ export interface HeatmapConfig extends PromptKnockout {
   window: LayerWindow;
 }
 
-/** Every (position, window start) of the heatmap experiment for one prompt: the edge last → position blocked. */
+/** Every (position, window start) of the heatmap experiment for one prompt: the edge position → last blocked. */
 export function heatmapConfigs(nLayer: number, nTokens: number, k: number, opts: { units: UnitSelector; conv: boolean }): HeatmapConfig[] {
   const windows = layerWindows(nLayer, k, "start");
   const out: HeatmapConfig[] = [];
