@@ -7,7 +7,8 @@
 
 import { join } from "node:path";
 import type { TextTokenizer } from "../engine/tokenizer.ts";
-import { type Mamba2Model, withDevice } from "./lib/engine.ts";
+import type { LanguageModel } from "../engine/arch.ts";
+import { withDevice } from "./lib/engine.ts";
 import { UserError } from "./lib/errors.ts";
 import { type Column, type Field, tableColumns, writeParquet } from "./lib/parquet.ts";
 import { fixedGroups } from "./lib/groups.ts";
@@ -47,7 +48,7 @@ export function tokenizeRows(tok: TextTokenizer, rows: number[], data: Record<st
 }
 
 /** One batch through the model: the statistics of each prompt's last position. */
-export async function runBatch(model: Mamba2Model, batch: PromptItem[], mode: Mode): Promise<RowResult[]> {
+export async function runBatch(model: LanguageModel, batch: PromptItem[], mode: Mode): Promise<RowResult[]> {
   // the softmax statistics are computed on the GPU: 4 numbers per prompt come back, not the vocabulary
   const stats = await model.forwardStats(batch.map((b) => b.ids), batch.map((b) => b.trueId), { mode });
   return batch.map((b, k) => ({ row: b.row, true_prob: stats[k].trueProb, max_prob: stats[k].maxProb, pred_id: stats[k].predId }));
