@@ -1,8 +1,18 @@
 // The GPT-NeoX-20B byte-level BPE tokenizer used by every state-spaces Mamba-2 checkpoint.
 // No BOS is added: the study feeds the prompt's own tokens only.
+import { fileURLToPath } from "node:url";
 import { Tokenizer } from "@huggingface/tokenizers";
+import { readBoundedJson } from "./checkpoint/file.ts";
 
 export const DEFAULT_TOKENIZER_PATH = new URL("../data/gpt-neox-20b-tokenizer.json", import.meta.url);
+
+/** The largest tokenizer.json read (GPT-NeoX's is 2 MB; large-vocabulary ones reach ~20 MB). */
+const MAX_TOKENIZER_BYTES = 64 << 20;
+
+/** A tokenizer file that cannot be used: one line naming the file and the cause. */
+export class TokenizerError extends Error {
+  override name = "TokenizerError";
+}
 
 export interface TextTokenizer {
   encode(text: string): number[];
@@ -12,13 +22,18 @@ export interface TextTokenizer {
 }
 
 export async function loadTokenizer(path: string | URL = DEFAULT_TOKENIZER_PATH): Promise<TextTokenizer> {
-  let text: string;
+  const file = path instanceof URL ? fileURLToPath(path) : path;
+  const fail = (message: string) => new TokenizerError(`tokenizer ${message}`);
+  const json = await readBoundedJson(file, MAX_TOKENIZER_BYTES, "tokenizer.json", fail);
+  let tok: Tokenizer;
   try {
-    text = await Deno.readTextFile(path);
+    // deno-lint-ignore no-explicit-any
+    tok = new Tokenizer(json as any, {});
+    tok.encode("a", { add_special_tokens: false }); // a structurally wrong file fails here, not mid-run
   } catch (e) {
-    throw new Error(`cannot read the tokenizer ${path}: ${(e as Error).message}`);
+    const cause = (e as Error)?.message?.split("\n")[0] ?? String(e);
+    throw new TokenizerError(`tokenizer ${file} is not a usable tokenizer.json (${cause}); pass the model's tokenizer.json`);
   }
-  const tok = new Tokenizer(JSON.parse(text), {});
   return {
     encode: (s) => tok.encode(s, { add_special_tokens: false }).ids,
     decode: (ids) => tok.decode(ids, { skip_special_tokens: false }),

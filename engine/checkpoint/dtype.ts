@@ -97,3 +97,27 @@ export function bytesToHalf(bytes: Uint8Array, dtype: DType): Uint16Array {
   const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
   return dtype === "F16" ? halves : bfloat16ToHalf(halves);
 }
+
+/** Non-finite values (NaN, ±Inf) in raw little-endian bytes of `dtype`: how many, and the first's index. */
+export function countNonFinite(bytes: Uint8Array, dtype: DType): { count: number; first: number } {
+  let count = 0;
+  let first = -1;
+  // All exponent bits set means Inf or NaN, in each of the three formats.
+  if (dtype === "F32") {
+    const bits = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 2);
+    for (let i = 0; i < bits.length; i++) {
+      if ((bits[i] & 0x7f800000) === 0x7f800000) {
+        if (count++ === 0) first = i;
+      }
+    }
+  } else {
+    const mask = dtype === "F16" ? 0x7c00 : 0x7f80;
+    const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 1);
+    for (let i = 0; i < halves.length; i++) {
+      if ((halves[i] & mask) === mask) {
+        if (count++ === 0) first = i;
+      }
+    }
+  }
+  return { count, first };
+}

@@ -1,19 +1,47 @@
 // Hugging Face Hub models by id ("state-spaces/mamba2-1.3b"): reuse what the Hugging Face cache
 // already holds, otherwise download into it in the layout huggingface_hub uses, so both tools share
 // the files: models--org--name/{blobs/<etag>, snapshots/<commit>/<file> -> ../../blobs/<etag>, refs/main}.
+//
+// Every name the server sends that becomes part of a path is checked before any file is touched:
+// the commit (X-Repo-Commit) must be 40 hex digits, an etag (ETag / X-Linked-Etag) 40 or 64 hex
+// digits (git sha1, or the sha256 of an LFS file), and a shard named by the index a plain
+// *.safetensors file name. Anything else is refused, so a hostile endpoint cannot write outside
+// models--org--name/ or point refs/main elsewhere.
+//
+// Why not the official client, npm @huggingface/hub (downloadFileToCacheDir / snapshotDownload)?
+// Tried (version 2.17.5, under Deno 2.9.6): it runs and lays out the cache the standard way, but it
+//  - joins the etag and commit from the server's answers into paths unchecked (a hostile etag
+//    "../../x" wrote a file outside the cache in the trial: the very hole this file closes);
+//  - does not resume: an existing blobs/<etag>.incomplete is truncated and fetched from byte 0;
+//  - does not verify the bytes (a corrupted LFS body was kept as the blob);
+//  - has no progress callback, and snapshotDownload fetches every file of the repo (both weight
+//    formats where a repo has both) with no way to pick files.
+// Resuming, sha256 verification, the progress bar and the checks above are what this project needs,
+// so the downloader stays ours; it speaks the same HTTP (HEAD on /resolve/, Range GETs) as huggingface_hub.
 
 import { createHash, type Hash } from "node:crypto";
 import { Progress } from "../progress.ts";
+import { readBoundedText } from "./file.ts";
 import {
   CONFIG_FILE,
   isCompleteCheckpoint,
   isFile,
   PYTORCH_FILE,
+  readShardIndex,
   SAFETENSORS_FILE,
   SAFETENSORS_INDEX_FILE,
-  shardNames,
 } from "./layout.ts";
 import { CheckpointError } from "./types.ts";
+
+/** A commit id as the Hub sends it and as the cache names snapshots: 40 lowercase hex digits. */
+export function isCommitHash(s: string): boolean {
+  return /^[0-9a-f]{40}$/.test(s);
+}
+
+/** A blob name: a git sha1 (40 hex digits) or the sha256 of an LFS file (64). */
+export function isBlobName(s: string): boolean {
+  return /^[0-9a-f]{40}$/.test(s) || /^[0-9a-f]{64}$/.test(s);
+}
 
 export function hfCacheDir(): string {
   const hubCache = Deno.env.get("HF_HUB_CACHE");
@@ -43,11 +71,12 @@ function envTrue(name: string): boolean {
 /** A complete snapshot already in the cache: the one refs/main names, else the newest complete one. */
 export async function findCachedSnapshot(repoDir: string): Promise<string | undefined> {
   try {
-    const commit = (await Deno.readTextFile(`${repoDir}/refs/main`)).trim();
+    const commit = (await readBoundedText(`${repoDir}/refs/main`, 1024, "refs/main")).trim();
     const snapshot = `${repoDir}/snapshots/${commit}`;
-    if (commit && await isCompleteCheckpoint(snapshot)) return snapshot;
+    // A ref that is not a commit id is ignored: it must never lead outside snapshots/.
+    if (isCommitHash(commit) && await isCompleteCheckpoint(snapshot)) return snapshot;
   } catch {
-    // no refs/main: fall back to the snapshots present
+    // no (readable) refs/main: fall back to the snapshots present
   }
   const candidates: { dir: string; mtime: number }[] = [];
   try {
@@ -94,6 +123,24 @@ function cleanEtag(etag: string | null): string | undefined {
   return etag?.replace(/^W\//, "").replace(/"/g, "") || undefined;
 }
 
+function checkedEtag(url: string, header: string, etag: string | undefined): string | undefined {
+  if (etag === undefined || isBlobName(etag)) return etag;
+  throw new CheckpointError(
+    `${url}: the server's ${header} ${
+      JSON.stringify(etag.slice(0, 80))
+    } is not a git or sha256 hash (40 or 64 hex digits); refusing to use it as a cache file name`,
+  );
+}
+
+function checkedCommit(url: string, commit: string | undefined): string | undefined {
+  if (commit === undefined || isCommitHash(commit)) return commit;
+  throw new CheckpointError(
+    `${url}: the server's X-Repo-Commit ${
+      JSON.stringify(commit.slice(0, 80))
+    } is not a commit id (40 hex digits); refusing to use it as a cache folder name`,
+  );
+}
+
 /** Metadata of one file (HEAD without following redirects, as the LFS headers sit on the redirect). */
 async function remoteFile(
   endpoint: string,
@@ -115,8 +162,8 @@ async function remoteFile(
           : `model ${id} needs authorisation on the Hugging Face Hub (HTTP ${res.status}): accept its terms on the website and set HF_TOKEN`,
       );
     }
-    const linkedEtag = cleanEtag(res.headers.get("x-linked-etag"));
-    const commit = res.headers.get("x-repo-commit") ?? undefined;
+    const linkedEtag = checkedEtag(url, "X-Linked-Etag", cleanEtag(res.headers.get("x-linked-etag")));
+    const commit = checkedCommit(url, res.headers.get("x-repo-commit") ?? undefined);
     const location = res.headers.get("location");
     if (res.status >= 300 && res.status < 400 && location) {
       const target = new URL(location, url).href;
@@ -129,7 +176,7 @@ async function remoteFile(
       continue;
     }
     if (!res.ok) throw new CheckpointError(`${url}: the Hugging Face Hub answered HTTP ${res.status}; try again later`);
-    const etag = linkedEtag ?? cleanEtag(res.headers.get("etag"));
+    const etag = linkedEtag ?? checkedEtag(url, "ETag", cleanEtag(res.headers.get("etag")));
     if (!etag) throw new CheckpointError(`${url}: the Hub's answer has no etag; download the files by hand`);
     const size = Number(res.headers.get("x-linked-size") ?? res.headers.get("content-length") ?? NaN);
     return { name, url, etag, size: Number.isFinite(size) ? size : undefined, commit };
@@ -154,6 +201,7 @@ async function hashPrefix(path: string, hash: Hash): Promise<void> {
 
 /** Download into blobs/<etag>, resuming a previous <blob>.incomplete, verified by size and sha256. */
 async function downloadBlob(id: string, repoDir: string, remote: RemoteFile, showProgress: boolean): Promise<string> {
+  if (!isBlobName(remote.etag)) throw new Error(`unchecked etag ${remote.etag}`); // remoteFile checked it
   const blob = `${repoDir}/blobs/${remote.etag}`;
   if (await isFile(blob)) {
     if (remote.size === undefined || (await Deno.stat(blob)).size === remote.size) return blob;
@@ -264,6 +312,7 @@ async function downloadModel(id: string, repoDir: string): Promise<string> {
     throw new CheckpointError(`model ${id}: the Hub did not say which commit it serves; download the files by hand`);
   }
   const commit = config.commit;
+  if (!isCommitHash(commit)) throw new Error(`unchecked commit ${commit}`); // remoteFile checked it
   // Fetch every file at that commit, so a push in between cannot mix two revisions.
   if (config.url.includes("/resolve/main/")) config.url = config.url.replace("/resolve/main/", `/resolve/${commit}/`);
   const files: RemoteFile[] = [config];
@@ -286,8 +335,8 @@ async function downloadModel(id: string, repoDir: string): Promise<string> {
   };
   for (const remote of files) await fetchAndLink(remote, remote.name !== CONFIG_FILE && remote !== index);
   if (index) {
-    const shards = await shardNames(`${snapshot}/${SAFETENSORS_INDEX_FILE}`);
-    if (!shards) throw new CheckpointError(`model ${id}: ${SAFETENSORS_INDEX_FILE} from the Hub is unreadable`);
+    // Throws on a shard name that is not a plain *.safetensors file name, before any is fetched.
+    const shards = [...(await readShardIndex(`${snapshot}/${SAFETENSORS_INDEX_FILE}`)).keys()];
     for (const shard of shards) {
       const remote = await remoteFile(endpoint, id, commit, shard);
       if (!remote) throw new CheckpointError(`model ${id}: shard ${shard} listed in the index is missing on the Hub`);

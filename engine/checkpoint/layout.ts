@@ -1,6 +1,9 @@
 // Which weight files a checkpoint directory holds. safetensors wins over pytorch_model.bin: it is
 // read in place without a pickle.
 
+import { readBoundedJson } from "./file.ts";
+import { CheckpointError } from "./types.ts";
+
 export const CONFIG_FILE = "config.json";
 export const SAFETENSORS_FILE = "model.safetensors";
 export const SAFETENSORS_INDEX_FILE = "model.safetensors.index.json";
@@ -22,27 +25,69 @@ export async function isFile(path: string): Promise<boolean> {
   }
 }
 
-/** Shard file names listed by a model.safetensors.index.json, or undefined when it is unreadable. */
+/** A shard index lists one line per tensor: 16 MiB is ample for any model. */
+export const MAX_INDEX_BYTES = 16 << 20;
+
+/**
+ * A shard named by an index must be a plain file name beside it ("model-00001-of-00002.safetensors"):
+ * no folder part, no "..", nothing hidden, and a .safetensors name (so it cannot replace config.json or
+ * the index in a snapshot).
+ */
+export function isShardFileName(name: string): boolean {
+  return /^[A-Za-z0-9][A-Za-z0-9._-]*\.safetensors$/.test(name) && name.length <= 255;
+}
+
+/** A model.safetensors.index.json as shard file -> the tensors in it; CheckpointError naming what is wrong. */
+export async function readShardIndex(indexPath: string): Promise<Map<string, Set<string>>> {
+  const index = await readBoundedJson(indexPath, MAX_INDEX_BYTES, "shard index");
+  const weightMap = (index as { weight_map?: unknown })?.weight_map;
+  if (typeof weightMap !== "object" || weightMap === null || Array.isArray(weightMap)) {
+    throw new CheckpointError(`${indexPath}: no "weight_map" object; the shard index is corrupt`);
+  }
+  const byShard = new Map<string, Set<string>>();
+  for (const [tensor, shard] of Object.entries(weightMap as Record<string, unknown>)) {
+    if (typeof shard !== "string" || !isShardFileName(shard)) {
+      throw new CheckpointError(
+        `${indexPath}: weight_map entry for '${tensor}' is ${
+          JSON.stringify(shard)
+        }, not a plain *.safetensors file name in this folder; the shard index is corrupt or hostile`,
+      );
+    }
+    if (!byShard.has(shard)) byShard.set(shard, new Set());
+    byShard.get(shard)!.add(tensor);
+  }
+  return byShard;
+}
+
+/** Shard file names listed by a model.safetensors.index.json, or undefined when it is unreadable or invalid. */
 export async function shardNames(indexPath: string): Promise<string[] | undefined> {
   try {
-    const weightMap = JSON.parse(await Deno.readTextFile(indexPath))?.weight_map;
-    if (typeof weightMap !== "object" || weightMap === null) return undefined;
-    return [...new Set(Object.values(weightMap as Record<string, string>))].map(String);
+    return [...(await readShardIndex(indexPath)).keys()];
   } catch {
     return undefined;
   }
 }
 
+/** Something is there (a FIFO or device counts: the reader then refuses it with a clear line). */
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export async function findWeightFiles(dir: string): Promise<WeightFiles | undefined> {
   const single = `${dir}/${SAFETENSORS_FILE}`;
-  if (await isFile(single)) return { kind: "safetensors", path: single, needed: [single] };
+  if (await exists(single)) return { kind: "safetensors", path: single, needed: [single] };
   const index = `${dir}/${SAFETENSORS_INDEX_FILE}`;
-  if (await isFile(index)) {
+  if (await exists(index)) {
     const shards = (await shardNames(index)) ?? [];
     return { kind: "safetensors-sharded", path: index, needed: [index, ...shards.map((s) => `${dir}/${s}`)] };
   }
   const bin = `${dir}/${PYTORCH_FILE}`;
-  if (await isFile(bin)) return { kind: "pytorch", path: bin, needed: [bin] };
+  if (await exists(bin)) return { kind: "pytorch", path: bin, needed: [bin] };
   return undefined;
 }
 

@@ -3,7 +3,8 @@
 
 import { resolve } from "node:path";
 import { ConfigError, type ModelConfig, parseConfig } from "../config.ts";
-import { bytesToFloat32, bytesToHalf } from "./dtype.ts";
+import { bytesToFloat32, bytesToHalf, countNonFinite } from "./dtype.ts";
+import { readBoundedJson } from "./file.ts";
 import { hfCacheDir, looksLikeHubId, resolveHubModel } from "./hub.ts";
 import { checkpointIdentity } from "./identity.ts";
 import { CONFIG_FILE, findWeightFiles, PYTORCH_FILE, SAFETENSORS_FILE } from "./layout.ts";
@@ -55,7 +56,7 @@ class OpenCheckpoint implements Checkpoint {
   info(name: string): TensorInfo {
     const t = this.source.tensors.get(name);
     if (t) return { ...t, shape: [...t.shape] };
-    const where = this.source.files.length === 1 ? this.source.files[0] : this.dir;
+    const where = this.where();
     const dtype = this.source.unsupported.get(name);
     if (dtype !== undefined) {
       throw new CheckpointError(`${where}: tensor '${name}' is ${dtype}; only F32, F16 and BF16 weights can be loaded`);
@@ -67,10 +68,24 @@ class OpenCheckpoint implements Checkpoint {
     return this.source.unsupported.get(name);
   }
 
+  private where(): string {
+    return this.source.files.length === 1 ? this.source.files[0] : this.dir;
+  }
+
+  /** The tensor's bytes; a tensor holding NaN or ±Inf is refused (every family loads through here). */
   private async bytes(name: string): Promise<{ bytes: Uint8Array; dtype: DType }> {
     if (this.closed) throw new CheckpointError(`${this.dir}: checkpoint read after close()`);
-    const { dtype } = this.info(name);
-    return { bytes: await this.source.readBytes(name), dtype };
+    const { dtype, shape } = this.info(name);
+    const bytes = await this.source.readBytes(name);
+    const bad = countNonFinite(bytes, dtype);
+    if (bad.count > 0) {
+      throw new CheckpointError(
+        `${this.where()}: tensor '${name}' ${fmtShape(shape)} has ${bad.count} non-finite value${
+          bad.count === 1 ? "" : "s"
+        } (NaN or Inf; the first at element ${bad.first}); the weights are corrupt, download or export them again`,
+      );
+    }
+    return { bytes, dtype };
   }
 
   async readF32(name: string): Promise<Float32Array> {
@@ -90,20 +105,18 @@ class OpenCheckpoint implements Checkpoint {
   }
 }
 
+/** config.json holds a few hundred bytes of settings; a larger one is not a config. */
+const MAX_CONFIG_BYTES = 1 << 20;
+
 async function readConfig(dir: string): Promise<ModelConfig> {
   const path = `${dir}/${CONFIG_FILE}`;
-  let text: string;
   try {
-    text = await Deno.readTextFile(path);
-  } catch {
+    await Deno.stat(path);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw new CheckpointError(`${path}: cannot open (${(e as Error).message})`);
     throw new CheckpointError(`${dir} has no ${CONFIG_FILE}; put the model's ${CONFIG_FILE} next to its weights`);
   }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (e) {
-    throw new CheckpointError(`${path} is not valid JSON (${(e as Error).message})`);
-  }
+  const raw = await readBoundedJson(path, MAX_CONFIG_BYTES, "model config");
   try {
     return parseConfig(raw);
   } catch (e) {
@@ -112,7 +125,14 @@ async function readConfig(dir: string): Promise<ModelConfig> {
   }
 }
 
-async function openDirectory(dir: string): Promise<Checkpoint> {
+export interface OpenOptions {
+  /** never download (also HF_HUB_OFFLINE=1) */
+  offline?: boolean;
+  /** hash every file in full for the identity instead of trusting path + size + mtime (slow, sure) */
+  verify?: boolean;
+}
+
+async function openDirectory(dir: string, opts: OpenOptions): Promise<Checkpoint> {
   const config = await readConfig(dir);
   const weights = await findWeightFiles(dir);
   if (!weights) {
@@ -126,7 +146,7 @@ async function openDirectory(dir: string): Promise<Checkpoint> {
     ? await openShardedSafetensors(weights.path)
     : await openPytorch(weights.path);
   try {
-    const identity = await checkpointIdentity(`${dir}/${CONFIG_FILE}`, source.files);
+    const identity = await checkpointIdentity(`${dir}/${CONFIG_FILE}`, source.files, { verify: opts.verify });
     return new OpenCheckpoint(dir, config, identity, source);
   } catch (e) {
     source.close();
@@ -138,7 +158,7 @@ async function openDirectory(dir: string): Promise<Checkpoint> {
  * Open a checkpoint directory, or a Hugging Face model id ("state-spaces/mamba2-1.3b"): the Hugging
  * Face cache is used when it holds the model; otherwise it is downloaded into it (unless offline).
  */
-export async function openCheckpoint(modelIdOrPath: string, opts: { offline?: boolean } = {}): Promise<Checkpoint> {
+export async function openCheckpoint(modelIdOrPath: string, opts: OpenOptions = {}): Promise<Checkpoint> {
   if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
     throw new CheckpointError(
       "this machine is big-endian; checkpoints store little-endian data and cannot be read here",
@@ -156,9 +176,11 @@ export async function openCheckpoint(modelIdOrPath: string, opts: { offline?: bo
         `${modelIdOrPath} is a file; pass the directory that holds ${CONFIG_FILE} and the weights`,
       );
     }
-    return openDirectory(await Deno.realPath(modelIdOrPath));
+    return openDirectory(await Deno.realPath(modelIdOrPath), opts);
   }
-  if (looksLikeHubId(modelIdOrPath)) return openDirectory(resolve(await resolveHubModel(modelIdOrPath, opts)));
+  if (looksLikeHubId(modelIdOrPath)) {
+    return openDirectory(resolve(await resolveHubModel(modelIdOrPath, opts)), opts);
+  }
   throw new CheckpointError(
     `${modelIdOrPath}: no such directory, and not a Hugging Face model id (org/name); pass a checkpoint directory or a model id`,
   );

@@ -129,7 +129,7 @@ export function unpickle(data: Uint8Array, hooks: UnpickleHooks, label: string):
   };
   const appendItems = (target: PyValue, items: PyValue[]) => {
     if (!Array.isArray(target)) return fail("pickle appends to something that is not a list");
-    target.push(...items);
+    for (const item of items) target.push(item); // push(...items) overflows the stack on a long MARK
   };
 
   while (true) {

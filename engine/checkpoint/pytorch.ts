@@ -3,7 +3,7 @@
 // little-endian bytes). The pickle is read by the restricted reader with an allow-list of the
 // globals a state dict needs; anything else is refused before it could mean anything.
 
-import { RandomAccessFile } from "./file.ts";
+import { formatBytes, RandomAccessFile } from "./file.ts";
 import { PyDict, PyGlobal, type PyOpaque, PyTuple, type PyValue, unpickle } from "./pickle.ts";
 import {
   bytesPerElement,
@@ -58,6 +58,16 @@ const ELEMENT_BYTES: Record<string, number> = {
   U8: 1,
   BOOL: 1,
 };
+
+/**
+ * The largest data.pkl read: a state dict's pickle holds names, shapes and storage keys (a few hundred
+ * bytes per tensor), so 64 MiB is room for ~200k tensors; anything larger is refused before it is read.
+ */
+export const MAX_PICKLE_BYTES = 64 << 20;
+/** `byteorder` holds "little" or "big". */
+const MAX_BYTEORDER_BYTES = 64;
+/** How deep `_rebuild_from_type_v2` may wrap a tensor, and wrappers ({"state_dict": ...}) a state dict. */
+const MAX_NESTING = 16;
 
 // Callables a state dict pickle uses; each is interpreted below, none is ever run.
 const CALLABLES = new Set([
@@ -135,8 +145,9 @@ function makeHooks(path: string) {
     }
     return new TensorRef(storage, offset, sizes, strides, dtype);
   };
-  const call = (callable: PyValue, args: PyValue[]): PyValue => {
+  const call = (callable: PyValue, args: PyValue[], depth = 0): PyValue => {
     if (!(callable instanceof PyGlobal)) return fail("the pickle calls something that is not a named global");
+    if (depth > MAX_NESTING) fail(`tensors are rebuilt through more than ${MAX_NESTING} nested calls`);
     switch (callable.qualified) {
       case "collections.OrderedDict": {
         const dict = new PyDict();
@@ -165,7 +176,7 @@ function makeHooks(path: string) {
         const inner = funcArgs instanceof PyTuple
           ? funcArgs.items
           : fail("_rebuild_from_type_v2 arguments are not a tuple");
-        return call(func, inner);
+        return call(func, inner, depth + 1);
       }
       default:
         return fail(`the pickle calls '${callable.qualified}', which torch.save never does`);
@@ -214,18 +225,36 @@ function makeHooks(path: string) {
   };
 }
 
-/** The name -> tensor dict: the top object, or the usual wrappers around it. */
+/**
+ * The name -> tensor dict: the top object, or the usual wrappers around it ({"state_dict": ...},
+ * {"model": ...}). A loop (a dict that holds itself) or a deep chain of wrappers is refused.
+ */
 function stateDictOf(root: PyValue, path: string): PyDict {
-  if (root instanceof PyDict) {
-    const hasTensors = [...root.map.values()].some((v) => v instanceof TensorRef);
-    if (hasTensors) return root;
-    for (const key of ["state_dict", "model"]) {
-      const inner = root.map.get(key);
-      if (inner instanceof PyDict) return stateDictOf(inner, path);
-    }
-    return root;
+  if (!(root instanceof PyDict)) {
+    throw new CheckpointError(`${path}: the pickle holds no state dict (name -> tensor); not a model checkpoint`);
   }
-  throw new CheckpointError(`${path}: the pickle holds no state dict (name -> tensor); not a model checkpoint`);
+  const seen = new Set<PyDict>();
+  let dict = root;
+  while (true) {
+    const hasTensors = [...dict.map.values()].some((v) => v instanceof TensorRef);
+    if (hasTensors) return dict;
+    seen.add(dict);
+    const inner = ["state_dict", "model"].map((key) => dict.map.get(key)).find((v) => v instanceof PyDict) as
+      | PyDict
+      | undefined;
+    if (!inner) return dict;
+    if (seen.has(inner)) {
+      throw new CheckpointError(
+        `${path}: the pickle's state dict contains itself (a self-referencing pickle); not a torch.save checkpoint`,
+      );
+    }
+    if (seen.size >= MAX_NESTING) {
+      throw new CheckpointError(
+        `${path}: the state dict is wrapped in more than ${MAX_NESTING} dicts; not a torch.save checkpoint`,
+      );
+    }
+    dict = inner;
+  }
 }
 
 class PytorchSource implements TensorSource {
@@ -256,10 +285,10 @@ class PytorchSource implements TensorSource {
    * A storage that several tensors share (a tied lm_head) is read once and kept while any tensor
    * using it has not been read yet; close() drops what is left.
    */
-  private sharedStorage(name: string, key: string, entry: ZipEntry): Promise<Uint8Array> {
+  private sharedStorage(name: string, key: string, entry: ZipEntry, storageBytes: number): Promise<Uint8Array> {
     let bytes = this.storageCache.get(key);
     if (!bytes) {
-      bytes = this.zip.read(entry);
+      bytes = this.zip.read(entry, storageBytes); // what the pickle says the storage holds, no more
       this.storageCache.set(key, bytes);
     }
     const pending = this.pendingReaders.get(key)!;
@@ -281,7 +310,7 @@ class PytorchSource implements TensorSource {
     let base: Uint8Array; // storage bytes from element `baseIndex` on
     let baseIndex: number;
     if (this.storageUsers.get(key)! > 1 || !this.zip.isStored(entry)) {
-      base = await this.sharedStorage(name, key, entry);
+      base = await this.sharedStorage(name, key, entry, ref.storage.byteLength);
       baseIndex = 0;
     } else {
       // Only this tensor uses the storage: read just the span it covers.
@@ -353,14 +382,35 @@ export async function openPytorch(path: string): Promise<TensorSource> {
     const top = pickles[0].slice(0, -"/data.pkl".length);
     const byteorder = zip.entries.get(`${top}/byteorder`);
     if (byteorder) {
+      if (byteorder.size > MAX_BYTEORDER_BYTES) {
+        throw new CheckpointError(`${path}: ${top}/byteorder declares ${byteorder.size} bytes; the file is corrupt`);
+      }
       const order = new TextDecoder().decode(await zip.read(byteorder)).trim();
       if (order !== "little") {
         throw new CheckpointError(`${path}: saved with ${order}-endian storages, which are not supported`);
       }
     }
+    const pickleEntry = zip.entries.get(pickles[0])!;
+    if (pickleEntry.size > MAX_PICKLE_BYTES) {
+      throw new CheckpointError(
+        `${path}: ${pickles[0]} declares ${formatBytes(pickleEntry.size)}, more than the ${
+          formatBytes(MAX_PICKLE_BYTES)
+        } a state dict's pickle can need; refused (corrupt, or a zip bomb)`,
+      );
+    }
     const { hooks } = makeHooks(path);
-    const root = unpickle(await zip.read(zip.entries.get(pickles[0])!), hooks, path);
-    const stateDict = stateDictOf(root, path);
+    let stateDict: PyDict;
+    try {
+      stateDict = stateDictOf(unpickle(await zip.read(pickleEntry), hooks, path), path);
+    } catch (e) {
+      // A hostile structure must end in one line naming the file, whatever it exhausts.
+      if (e instanceof RangeError) {
+        throw new CheckpointError(
+          `${path}: the pickle is too deeply nested or refers to itself (${e.message}); not a torch.save checkpoint`,
+        );
+      }
+      throw e;
+    }
 
     const refs = new Map<string, TensorRef>();
     const tensors = new Map<string, TensorInfo>();

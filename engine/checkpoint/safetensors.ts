@@ -1,8 +1,12 @@
 // safetensors: an 8-byte little-endian header length, a JSON header
 // {name: {dtype, shape, data_offsets: [begin, end]}} and the raw little-endian data after it.
 // Only the header is read at open; tensor bytes are read from the file when asked for.
+// The header is validated as the reference implementation (huggingface/safetensors) does: the
+// tensors, sorted by offsets, tile the data exactly, with no overlap (aliased weights), no gap and
+// nothing after the last one.
 
 import { RandomAccessFile } from "./file.ts";
+import { readShardIndex } from "./layout.ts";
 import { CheckpointError, type DType, fmtShape, numelOf, type TensorInfo, type TensorSource } from "./types.ts";
 
 const ELEMENT_BYTES: Record<string, number> = {
@@ -62,7 +66,13 @@ async function readHeader(
         } bytes but the file has ${file.size}); download it again`,
       );
     }
-    const headerText = new TextDecoder().decode(await file.readAt(8, headerLength));
+    let headerText: string;
+    try {
+      headerText = new TextDecoder("utf-8", { fatal: true }).decode(await file.readAt(8, headerLength));
+    } catch (e) {
+      if (e instanceof CheckpointError) throw e;
+      throw new CheckpointError(`${path}: header is not UTF-8; not a safetensors file or corrupt`);
+    }
     let header: unknown;
     try {
       header = JSON.parse(headerText);
@@ -74,14 +84,15 @@ async function readHeader(
     }
     const dataStart = 8 + headerLength;
     const dataBytes = file.size - dataStart;
+    const spans: { name: string; begin: number; end: number }[] = [];
     for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
       if (name === "__metadata__") continue;
-      if (only && !only.has(name)) continue;
       const e = entry as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
       const offsets = e?.data_offsets;
       if (
         typeof e !== "object" || e === null || typeof e.dtype !== "string" || !isShape(e.shape) ||
-        !Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isInteger(o) && o >= 0)
+        !Array.isArray(offsets) || offsets.length !== 2 ||
+        !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)
       ) {
         throw new CheckpointError(`${path}: header entry for '${name}' is malformed; the file is corrupt`);
       }
@@ -91,6 +102,11 @@ async function readHeader(
         throw new CheckpointError(`${path}: tensor '${name}' has unknown dtype ${e.dtype}; the file is corrupt`);
       }
       const expected = numelOf(e.shape) * elementBytes;
+      if (!Number.isSafeInteger(expected)) {
+        throw new CheckpointError(
+          `${path}: tensor '${name}' (${e.dtype} ${fmtShape(e.shape)}) is impossibly large; the file is corrupt`,
+        );
+      }
       if (end < begin || end - begin !== expected) {
         throw new CheckpointError(
           `${path}: tensor '${name}' (${e.dtype} ${fmtShape(e.shape)}) spans ${
@@ -105,6 +121,8 @@ async function readHeader(
           } but the file has ${file.size}); download it again`,
         );
       }
+      spans.push({ name, begin, end });
+      if (only && !only.has(name)) continue;
       if (tensors.has(name) || unsupported.has(name)) {
         throw new CheckpointError(
           `${path}: tensor '${name}' appears in more than one shard; the checkpoint is inconsistent`,
@@ -117,10 +135,44 @@ async function readHeader(
         unsupported.set(name, e.dtype);
       }
     }
+    checkTiling(path, spans, dataBytes);
     return file;
   } catch (e) {
     file.close();
     throw e;
+  }
+}
+
+/**
+ * The reference implementation's rule: sorted by offsets, each tensor starts where the previous one
+ * ended (the first at 0) and the last ends at the end of the file. Overlaps (two names sharing
+ * bytes), gaps and trailing bytes are refused, naming the tensors involved.
+ */
+function checkTiling(path: string, spans: { name: string; begin: number; end: number }[], dataBytes: number): void {
+  spans.sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let at = 0;
+  let previous: string | undefined;
+  const refused = "; the file is corrupt (the safetensors library refuses it too)";
+  for (const s of spans) {
+    if (s.begin < at) {
+      throw new CheckpointError(
+        `${path}: tensors '${previous}' and '${s.name}' overlap (data bytes ${s.begin}..${at} belong to both): aliased weights${refused}`,
+      );
+    }
+    if (s.begin > at) {
+      throw new CheckpointError(
+        `${path}: data bytes ${at}..${s.begin} ${
+          previous === undefined ? "before the first tensor" : `between tensors '${previous}' and '${s.name}'`
+        } belong to no tensor${refused}`,
+      );
+    }
+    at = s.end;
+    previous = s.name;
+  }
+  if (at !== dataBytes) {
+    throw new CheckpointError(
+      `${path}: ${dataBytes - at} bytes after the last tensor belong to no tensor${refused}`,
+    );
   }
 }
 
@@ -155,24 +207,7 @@ export async function openSafetensors(path: string): Promise<TensorSource> {
 
 /** Sharded checkpoint: model.safetensors.index.json maps each tensor name to its shard file. */
 export async function openShardedSafetensors(indexPath: string): Promise<TensorSource> {
-  let index: unknown;
-  try {
-    index = JSON.parse(await Deno.readTextFile(indexPath));
-  } catch (e) {
-    throw new CheckpointError(`${indexPath}: cannot read the shard index (${(e as Error).message})`);
-  }
-  const weightMap = (index as { weight_map?: unknown })?.weight_map;
-  if (typeof weightMap !== "object" || weightMap === null || Array.isArray(weightMap)) {
-    throw new CheckpointError(`${indexPath}: no "weight_map" object; the shard index is corrupt`);
-  }
-  const namesByShard = new Map<string, Set<string>>();
-  for (const [name, shard] of Object.entries(weightMap as Record<string, unknown>)) {
-    if (typeof shard !== "string" || shard.includes("/") || shard.includes("\\")) {
-      throw new CheckpointError(`${indexPath}: weight_map entry for '${name}' is not a shard file name`);
-    }
-    if (!namesByShard.has(shard)) namesByShard.set(shard, new Set());
-    namesByShard.get(shard)!.add(name);
-  }
+  const namesByShard = await readShardIndex(indexPath);
   const dir = indexPath.slice(0, indexPath.lastIndexOf("/"));
   const tensors = new Map<string, TensorInfo>();
   const unsupported = new Map<string, string>();

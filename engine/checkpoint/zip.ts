@@ -1,9 +1,13 @@
 // Reading entries of a zip archive in place: the central directory at the end of the file lists
 // every entry; each entry's bytes are read only when asked for. Supports zip64 (archives and
 // entries over 4 GB, as torch writes for large models), stored entries (torch's default) and deflate.
+//
+// Sizes in the directory are never trusted with memory: a deflated entry is inflated as a stream
+// into a buffer of the size the caller needs, and refused the moment it produces more bytes than
+// the directory declared (a zip bomb declares little and inflates to gigabytes); a declared size
+// that deflate cannot reach from the compressed bytes is refused when the directory is read.
 
-import { inflateRawSync } from "node:zlib";
-import type { RandomAccessFile } from "./file.ts";
+import { formatBytes, type RandomAccessFile } from "./file.ts";
 import { CheckpointError } from "./types.ts";
 
 const EOCD_SIGNATURE = 0x06054b50;
@@ -13,6 +17,16 @@ const CENTRAL_SIGNATURE = 0x02014b50;
 const LOCAL_SIGNATURE = 0x04034b50;
 const U32_MAX = 0xffffffff;
 const U16_MAX = 0xffff;
+/** Deflate expands at most 1032:1 (zlib's documented limit); the slack covers tiny entries. */
+const MAX_DEFLATE_RATIO = 1032;
+const DEFLATE_SLACK_BYTES = 1024;
+/** Compressed bytes read from the file at a time. */
+const INFLATE_READ = 4 << 20;
+/**
+ * Compressed bytes handed to the inflater at a time: it expands a whole slice before backpressure can
+ * act, so a slice bounds the transient output (16 KiB -> at most ~16 MiB, at deflate's 1032:1).
+ */
+const INFLATE_SLICE = 16 << 10;
 
 export interface ZipEntry {
   name: string;
@@ -115,6 +129,18 @@ export class ZipArchive {
         }
         extraAt += 4 + length;
       }
+      if (method === 0 && compressedSize !== size) {
+        throw new CheckpointError(
+          `${path}: zip entry '${name}' is stored uncompressed but declares ${size} bytes in ${compressedSize}; the file is corrupt`,
+        );
+      }
+      if (method === 8 && size > compressedSize * MAX_DEFLATE_RATIO + DEFLATE_SLACK_BYTES) {
+        throw new CheckpointError(
+          `${path}: zip entry '${name}' declares ${formatBytes(size)} from ${
+            formatBytes(compressedSize)
+          } of deflate data, more than deflate can expand to; the file is corrupt or a zip bomb`,
+        );
+      }
       entries.set(name, { name, method, compressedSize, size, localHeaderOffset });
       at += 46 + nameLength + extraLength + commentLength;
     }
@@ -147,31 +173,68 @@ export class ZipArchive {
     return entry.method === 0;
   }
 
-  /** The whole entry, decompressed, in a fresh buffer. */
-  async read(entry: ZipEntry): Promise<Uint8Array> {
+  /**
+   * The entry's first `keep` bytes (default: all of it, as the directory declares it), decompressed,
+   * in a fresh buffer. A deflated entry is still inflated to its end, to check that it holds exactly
+   * its declared size, but nothing past `keep` is kept and nothing past the declared size is made.
+   */
+  async read(entry: ZipEntry, keep = entry.size): Promise<Uint8Array> {
+    if (keep > entry.size) throw new Error("ZipArchive.read: keep exceeds the entry's size");
     const start = await this.dataStart(entry);
-    const raw = await this.file.readAt(start, entry.compressedSize);
-    if (entry.method === 0) return raw;
+    if (entry.method === 0) return this.file.readAt(start, keep);
     if (entry.method !== 8) {
       throw new CheckpointError(
         `${this.file.path}: zip entry '${entry.name}' uses compression method ${entry.method}; only stored and deflate are supported`,
       );
     }
-    let inflated: Uint8Array;
+    return this.inflate(entry, start, keep);
+  }
+
+  private async inflate(entry: ZipEntry, start: number, keep: number): Promise<Uint8Array> {
+    const where = `${this.file.path}: zip entry '${entry.name}'`;
+    const out = new Uint8Array(keep);
+    let produced = 0;
+    const stream = new DecompressionStream("deflate-raw");
+    const writer = stream.writable.getWriter();
+    const reader = stream.readable.getReader();
+    // Feed the compressed bytes in slices while the loop below drains the output (backpressure
+    // keeps about one slice's output in memory).
+    const feeding = (async () => {
+      for (let at = 0; at < entry.compressedSize; at += INFLATE_READ) {
+        const piece = await this.file.readAt(start + at, Math.min(INFLATE_READ, entry.compressedSize - at));
+        for (let s = 0; s < piece.length; s += INFLATE_SLICE) await writer.write(piece.subarray(s, s + INFLATE_SLICE));
+      }
+      await writer.close();
+    })().catch(async (e) => {
+      await writer.abort(e).catch(() => {}); // fails the reader below with the same error
+      throw e;
+    });
+    feeding.catch(() => {}); // reported through the reader
     try {
-      inflated = inflateRawSync(raw);
+      while (true) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        if (produced + value.length > entry.size) {
+          throw new CheckpointError(
+            `${where} inflates past its declared ${formatBytes(entry.size)}; the file is corrupt or a zip bomb, refused`,
+          );
+        }
+        if (produced < keep) out.set(value.subarray(0, Math.min(value.length, keep - produced)), produced);
+        produced += value.length;
+      }
+      await feeding;
     } catch (e) {
+      await reader.cancel().catch(() => {});
+      await writer.abort().catch(() => {});
+      if (e instanceof CheckpointError) throw e;
+      throw new CheckpointError(`${where} does not inflate (${(e as Error).message}); the file is corrupt`);
+    }
+    if (produced !== entry.size) {
       throw new CheckpointError(
-        `${this.file.path}: zip entry '${entry.name}' does not inflate (${(e as Error).message}); the file is corrupt`,
+        `${where} inflates to ${produced} bytes, not the ${entry.size} it declares; the file is corrupt`,
       );
     }
-    if (inflated.byteLength !== entry.size) {
-      throw new CheckpointError(
-        `${this.file.path}: zip entry '${entry.name}' inflates to ${inflated.byteLength} bytes, not ${entry.size}; the file is corrupt`,
-      );
-    }
-    // Node buffers may sit inside a shared pool: copy so typed-array views start aligned.
-    return new Uint8Array(inflated);
+    return out;
   }
 
   /** `length` bytes from `offset` inside a stored (uncompressed) entry, without reading the rest. */

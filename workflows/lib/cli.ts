@@ -16,6 +16,8 @@ const COMMON = `  --config FILE        study configuration (default: study.confi
   --heatmap-prompts P  04_heatmap's prompts: study (default), all, rows like 4342,19230, or texts separated by |
                        (the same as --set 04_heatmap.prompts=P)
   --force              rerun the selected stages even when up to date
+  --verify             hash the model files in full for the cache key (slow) instead of trusting their
+                       path, size and modification time
   --dry-run            say what would run and why, run nothing
   --out DIR            run folder (default: outputs/<model>[_rows-SPEC])
   --list               list the stages with their inputs and parameters`;
@@ -74,6 +76,7 @@ export async function cli(args: string[], stages: StageDef[], mode: "pipeline" |
         only: { type: "string", multiple: true },
         from: { type: "string" },
         force: { type: "boolean" },
+        verify: { type: "boolean" },
         "dry-run": { type: "boolean" },
         out: { type: "string" },
         list: { type: "boolean" },
@@ -112,6 +115,7 @@ export async function cli(args: string[], stages: StageDef[], mode: "pipeline" |
     only,
     from: v.from,
     force: v.force,
+    verify: v.verify,
     dryRun: v["dry-run"],
     out: v.out,
   };

@@ -18,7 +18,7 @@ export interface LoadedModel {
   becameLost(ms?: number): Promise<boolean>;
 }
 
-export function openModel(id: string, opts: { offline?: boolean } = {}): Promise<Checkpoint> {
+export function openModel(id: string, opts: { offline?: boolean; verify?: boolean } = {}): Promise<Checkpoint> {
   return openCheckpoint(id, opts);
 }
 

@@ -21,7 +21,7 @@ export class RunInputs {
   private loaded?: LoadedModel;
   private loading?: Promise<LoadedModel>;
 
-  constructor(readonly cfg: StudyConfig, readonly dryRun: boolean) {}
+  constructor(readonly cfg: StudyConfig, readonly dryRun: boolean, readonly verify = false) {}
 
   async readDataset(): Promise<Table> {
     if (this.table) return this.table;
@@ -38,6 +38,8 @@ export class RunInputs {
     if (this.tokenizerSha) return this.tokenizerSha;
     const p = this.cfg.tokenizer;
     if (!(await exists(p))) throw new UserError(`tokenizer ${relOrAbs(p)} does not exist; pass --tokenizer FILE or fix "tokenizer" in the config`);
+    // a FIFO or device would block the hash below: only a regular file can be a tokenizer
+    if (!(await Deno.stat(p)).isFile) throw new UserError(`tokenizer ${relOrAbs(p)} is not a regular file; point --tokenizer at the file itself`);
     this.tokenizerSha = await hashFile(p);
     return this.tokenizerSha;
   }
@@ -52,7 +54,7 @@ export class RunInputs {
     if (this.ckpt || this.ckptError) return this.ckpt;
     const local = this.cfg.model.startsWith("/");
     try {
-      this.ckpt = await openModel(this.cfg.model, { offline: this.dryRun });
+      this.ckpt = await openModel(this.cfg.model, { offline: this.dryRun, verify: this.verify });
     } catch (e) {
       // a dry run does not download: a hub model not cached yet is "would run", not an error
       if (this.dryRun && !local) {

@@ -141,8 +141,11 @@ function toArrayBuffer(bytes: Uint8Array): ArrayBuffer {
 export async function readParquet(path: string, opts: { rowStart?: number; rowEnd?: number; columns?: string[] } = {}): Promise<Table> {
   let bytes: Uint8Array;
   try {
+    // a FIFO or a device would block or never end: only regular files are tables
+    if (!(await Deno.stat(path)).isFile) throw new UserError(`${path} is not a regular file; point it at the parquet file itself`);
     bytes = await Deno.readFile(path);
   } catch (e) {
+    if (e instanceof UserError) throw e;
     if (e instanceof Deno.errors.NotFound) throw new UserError(`${path} does not exist; check the path (or the "dataset" setting)`);
     throw new UserError(`cannot read ${path}: ${(e as Error).message}`);
   }
@@ -170,13 +173,22 @@ export async function readParquet(path: string, opts: { rowStart?: number; rowEn
     types[schema[i].name] = columnTypeOf(schema, i);
     i = skip(i);
   }
-  const rows = (await parquetReadObjects({
-    file,
-    metadata: meta,
-    rowStart: opts.rowStart,
-    rowEnd: opts.rowEnd,
-    columns: opts.columns,
-  })) as Record<string, unknown>[];
+  const missing = (opts.columns ?? []).filter((c) => !names.includes(c));
+  if (missing.length) throw new UserError(`${path} has no column ${missing.map((c) => `"${c}"`).join(", ")}; it has ${names.join(", ")}`);
+  let rows: Record<string, unknown>[];
+  try {
+    rows = (await parquetReadObjects({
+      file,
+      metadata: meta,
+      rowStart: opts.rowStart,
+      rowEnd: opts.rowEnd,
+      columns: opts.columns,
+    })) as Record<string, unknown>[];
+  } catch (e) {
+    // the footer was fine but a data page is not (hyparquet says e.g. "thrift unhandled type: 13")
+    const cause = (e instanceof Error ? e.message : String(e)).split("\n")[0];
+    throw new UserError(`${path}: a data page cannot be read (${cause}); the parquet file is damaged, get a fresh copy`);
+  }
   for (const r of rows) {
     for (const k of Object.keys(r)) if (typeof r[k] === "bigint") r[k] = Number(r[k]);
   }

@@ -20,6 +20,7 @@ export interface PipelineFlags extends ConfigOverrides {
   from?: string;
   force?: boolean;
   dryRun?: boolean;
+  verify?: boolean; // hash the model files in full for their identity
   out?: string;
 }
 
@@ -51,7 +52,7 @@ async function prepareTarget(sel: Selection, cfg: StudyConfig, inputs: RunInputs
 /** One model's run folder: plan every stage, say what runs and why, run those that must. */
 async function runModel(sel: Selection, cfg: StudyConfig, flags: PipelineFlags, io: PipelineIO): Promise<number> {
   const dry = flags.dryRun ?? false;
-  const inputs = new RunInputs(cfg, dry);
+  const inputs = new RunInputs(cfg, dry, flags.verify ?? false);
   try {
     const target = await prepareTarget(sel, cfg, inputs, flags.out);
     const plans = await planStages(sel, target);
