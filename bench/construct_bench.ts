@@ -11,7 +11,8 @@ import type { LanguageModel } from "../engine/arch.ts";
 import { loadModel } from "../engine/families.ts";
 import { syntheticCheckpoint, syntheticConfig } from "../engine/synthetic.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
-import { MODES, makeBatches, type PromptItem, runBatch, tokenizeRows } from "../workflows/01_construct.ts";
+import { MODES, type PromptItem, runBatch, tokenizeRows } from "../workflows/01_construct.ts";
+import { fixedGroups } from "../workflows/lib/groups.ts";
 import { readParquet } from "../workflows/lib/parquet.ts";
 
 export interface BenchRow {
@@ -32,7 +33,7 @@ export interface ConstructBenchOptions {
 async function timeConstruct(model: LanguageModel, items: PromptItem[], batchSize: number): Promise<number> {
   const t0 = performance.now();
   for (const mode of MODES) {
-    for (const batch of makeBatches(items, batchSize)) await runBatch(model, batch, mode);
+    for (const batch of fixedGroups(items, batchSize)) await runBatch(model, batch, mode);
   }
   return (performance.now() - t0) / 1000;
 }

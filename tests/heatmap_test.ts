@@ -107,6 +107,37 @@ Deno.test("04_heatmap on the fixture model", async (t) => {
     assertEquals((await figures(dir)).length, ROWS.length);
   });
 
+  await t.step("heads and conv: a cell equals 03_info_flow's knockout of the same edge (first → last, last → last)", async () => {
+    const rows = "4342,19230";
+    const sel = ["--set", "04_heatmap.heads=not-fast:1/3", "--set", "04_heatmap.conv=true", "--set", `03_info_flow.heads=not-fast:1/3`, "--set", "03_info_flow.conv=true"];
+    const out2 = join(tmp, "heads");
+    const r = await pipeline([
+      "--model", FIXTURE, "--rows", rows, "--out", out2, ...ONLY, "--only", "03_info_flow", ...ALL, ...sel, "--heatmap-prompts", rows,
+      "--set", "03_info_flow.filter=all", "--set", `03_info_flow.k=${HEAT_K}`, "--set", "03_info_flow.flows=last<-first,last<-last",
+    ]);
+    assertEquals(r.code, 0, describe(r));
+    const heat = await readParquet(join(out2, "04_heatmap", "heatmap.parquet"));
+    const flows = await readParquet(join(out2, "03_info_flow", "info_flow.parquet"));
+    assert(heat.rows.every((c) => c.heads === "not-fast:1/3" && c.conv === true), "heads and conv columns");
+    const plain = await readParquet(join(dir, "heatmap.parquet"));
+    let compared = 0, differs = 0;
+    for (const f of flows.rows) {
+      const T = GOLDEN.prompts.find((p) => p.row === f.row)!.ids.length;
+      const position = f.flow === "last<-first" ? 0 : T - 1;
+      const cell = heat.rows.find((c) => c.row === f.row && c.position === position && c.window_start === f.window_start)!;
+      // the same knockout through the same fast path, in other batches (kernels may be chosen by batch size)
+      const rel = Math.abs((cell.true_prob as number) - (f.true_prob as number)) / (f.true_prob as number);
+      assert(rel < 1e-6, `row ${f.row} ${f.flow} window ${f.window_start}: ${cell.true_prob} vs ${f.true_prob}`);
+      compared++;
+      const p0 = plain.rows.find((c) => c.row === f.row && c.position === position && c.window_start === f.window_start);
+      if (p0 && p0.true_prob !== cell.true_prob) differs++;
+    }
+    assertEquals(compared, 2 * 2 * (6 - HEAT_K + 1));
+    assert(differs > 0, "the head selector changes the cells");
+    const svg = await Deno.readTextFile(join(out2, "04_heatmap", "heatmap_row4342.svg"));
+    assert(svg.includes("heads not-fast:1/3, conv path cut too"), "the figure says which heads and the conv path");
+  });
+
   await t.step("bad input: no correct prompt, nothing selected, k too large — one line each, nothing lost", async () => {
     const before = await Deno.readTextFile(join(dir, "manifest.json"));
     // the default filter: the fixture model gets none of them right
@@ -116,6 +147,7 @@ Deno.test("04_heatmap on the fixture model", async (t) => {
       /no prompt to run \("Commerzbank, whose headquarters are in" is not the prompt of any selected row, and 3 more\)/,
     );
     oneLineError(await pipeline([...base, "--set", "04_heatmap.filter=all", "--set", "04_heatmap.k=7"]), /k=7 is larger than the model's 6 layers/);
+    oneLineError(await pipeline([...base, "--dry-run", "--set", "04_heatmap.heads=slow:3/2"]), /04_heatmap\.heads: unit selector "slow:3\/2": the fraction 3\/2 is not in \(0, 1\]/);
     assertEquals(await Deno.readTextFile(join(dir, "manifest.json")), before);
   });
 

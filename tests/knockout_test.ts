@@ -10,7 +10,7 @@ import type { Backbone } from "../engine/backbone.ts";
 import { formatUnitSelector, type KnockoutConfig, parseUnitSelector } from "../engine/arch.ts";
 import { flowEdges, parseFlow } from "../engine/flows.ts";
 import type { TokenStats } from "../engine/probs.ts";
-import { BLOCKS, blockColumns, heatmapConfigs, infoFlowConfigs } from "../workflows/lib/knockout_configs.ts";
+import { DEFAULT_FLOWS, heatmapConfigs, infoFlowConfigs, parseFlows } from "../workflows/lib/knockout_configs.ts";
 import { FIXTURE_DIR, loadBackbone } from "./helpers.ts";
 
 const GOLDEN_REL_TOL = 2e-4; // p(true) against the float64 goldens, relative
@@ -93,10 +93,8 @@ function assertFastEqualsFull(fast: TokenStats[], full: TokenStats[], label: (i:
   return worst;
 }
 
-/** Last-position knockouts of the seed's kind: (last, s) for every s in cols. */
-function lastRow(prompt: number, nTokens: number, k: { start: number; end: number; cols: number[] }, target: number): KnockoutConfig {
-  return { prompt, start: k.start, end: k.end, edges: k.cols.map((s) => [nTokens - 1, s]), target };
-}
+/** The seed's three flows (its blocks last, subject, relation: the golden's `blocks` are named by the source). */
+const SEED_FLOWS = parseFlows(DEFAULT_FLOWS);
 
 Deno.test("fast path = full recompute = golden, every window and block of the info-flow experiment", async () => {
   const model = await fixtureModel();
@@ -105,14 +103,20 @@ Deno.test("fast path = full recompute = golden, every window and block of the in
   const configs: KnockoutConfig[] = [];
   const labels: { p: GoldenPrompt; block: string; w: number }[] = [];
   g.prompts.forEach((p, pi) => {
-    const cfg = infoFlowConfigs(model.info.nLayer, p.ids.length, p.subject_tokens, { ks: [g.window_size], convention: "start", relationLast: true });
+    const cfg = infoFlowConfigs(model.info.nLayer, p.ids.length, p.subject_tokens, {
+      ks: [g.window_size],
+      flows: SEED_FLOWS,
+      heads: [{ kind: "all" }],
+      conv: [false],
+      convention: "start",
+    }).configs;
     assertEquals(cfg.map((c) => [c.start, c.end]).slice(0, g.windows.length), g.windows.map((w) => [w[0], w[w.length - 1] + 1]));
     for (const c of cfg) {
-      configs.push(lastRow(pi, p.ids.length, c, p.true_id));
-      labels.push({ p, block: c.block, w: c.window.at });
+      configs.push({ prompt: pi, start: c.start, end: c.end, edges: c.edges, target: p.true_id });
+      labels.push({ p, block: c.flow.source, w: c.window.at });
     }
   });
-  assertEquals(configs.length, g.prompts.length * BLOCKS.length * g.windows.length);
+  assertEquals(configs.length, g.prompts.length * SEED_FLOWS.length * g.windows.length);
   const fast = await model.knockouts(prompts, g.prompts.map((p) => p.true_id), configs);
   const full = await fullRecompute(model, prompts, configs);
   const where = (i: number) => `row ${labels[i].p.row}, block ${labels[i].block}, window ${labels[i].w}`;
@@ -137,8 +141,8 @@ Deno.test("fast path = full recompute = golden, every heatmap cell", async () =>
   const configs: KnockoutConfig[] = [];
   const cells: { p: GoldenPrompt; pos: number; w: number }[] = [];
   withHeat.forEach((p, pi) => {
-    for (const c of heatmapConfigs(model.info.nLayer, p.ids.length, k)) {
-      configs.push(lastRow(pi, p.ids.length, c, p.true_id));
+    for (const c of heatmapConfigs(model.info.nLayer, p.ids.length, k, { units: { kind: "all" }, conv: false })) {
+      configs.push({ prompt: pi, start: c.start, end: c.end, edges: c.edges, target: p.true_id });
       cells.push({ p, pos: c.position, w: c.window.at });
     }
     assertEquals(p.heatmap!.windows.length, model.info.nLayer - k + 1);
@@ -308,8 +312,6 @@ Deno.test("fast path: a configuration that blocks nothing gives the unblocked re
 });
 
 Deno.test("relation without the last position, centred windows: the seed's columns", () => {
-  assertEquals(blockColumns("relation", 5, [1, 2], false), [0, 3]);
-  assertEquals(blockColumns("relation", 5, [1, 2], true), [0, 3, 4]);
   assertEquals(flowEdges("last<-relation_minus_last", 5, [1, 2]), [[4, 0], [4, 3]]);
   assertEquals(flowEdges("last<-relation", 5, [1, 2]), [[4, 0], [4, 3], [4, 4]]);
 });

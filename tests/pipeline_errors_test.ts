@@ -37,6 +37,14 @@ Deno.test("bad input: one line, exit code, earlier outputs untouched", async (t)
     ["bad rows", () => pipeline([...both, "--rows", "5-2"]), /--rows: range "5-2" runs backwards/],
     ["rows out of range", () => pipeline([...both, "--rows", "0,99999"]), /row 99999 is out of range/],
     ["an unknown flag", () => pipeline([...both, "--bogus"]), /--bogus/],
+    // list parameters are checked when the configuration is loaded, before anything runs (a dry run too)
+    ["a window size given twice", () => pipeline([...both, "--dry-run", "--set", "03_info_flow.k=3,2,3"]), /03_info_flow\.k: "3" is given twice/],
+    ["a window size that is not a number", () => pipeline([...both, "--set", "03_info_flow.k=3,x"]), /03_info_flow\.k: "x" is not a positive integer/],
+    ["an unknown token set", () => pipeline([...both, "--set", "03_info_flow.flows=last<-subject,last<-verb"]), /03_info_flow\.flows: flow "last<-verb": unknown token set "verb"/],
+    ["a flow given twice", () => pipeline([...both, "--set", "03_info_flow.flows=last<-subject,last<-subject"]), /03_info_flow\.flows: "last<-subject" is given twice/],
+    ["a malformed selector", () => pipeline([...both, "--set", "03_info_flow.heads=all,fast"]), /03_info_flow\.heads: unit selector "fast": fast needs a fraction/],
+    ["a/b outside (0, 1]", () => pipeline([...both, "--set", "03_info_flow.heads=not-fast:0/3"]), /03_info_flow\.heads: unit selector "not-fast:0\/3": the fraction 0\/3 is not in \(0, 1\]/],
+    ["a conv value that is not a boolean", () => pipeline([...both, "--set", "03_info_flow.conv=no"]), /03_info_flow\.conv: "no" is not true or false/],
   ];
   for (const [what, run, mention] of cases) {
     await t.step(what, async () => {

@@ -9,11 +9,11 @@ import { RowLog } from "../workflows/lib/resume.ts";
 import { loadConfig } from "../workflows/lib/config.ts";
 import { hashValue, stableStringify } from "../workflows/lib/hash.ts";
 import { errorLine, UserError } from "../workflows/lib/errors.ts";
-import { checkStages, runName } from "../workflows/lib/pipeline.ts";
+import { checkStages, runName } from "../workflows/lib/plan.ts";
 import { svgToPng, vegaLiteToSvg } from "../workflows/lib/plot.ts";
 import { loadStages } from "../workflows/registry.ts";
 import { compareModes, deltaFigure, type ModeRow } from "../workflows/02_compare.ts";
-import { makeBatches } from "../workflows/01_construct.ts";
+import { fixedGroups } from "../workflows/lib/groups.ts";
 
 const tmp = () => Deno.makeTempDir({ prefix: "pipeline_lib_" });
 
@@ -164,9 +164,9 @@ Deno.test("errors: one line, no stack", () => {
 
 Deno.test("batches depend only on the selection and the batch size", () => {
   const items = [5, 1, 3, 3, 2, 7].map((len, row) => ({ row, ids: Array(len).fill(1), trueId: 0 }));
-  const b = makeBatches(items, 4);
+  const b = fixedGroups(items, 4);
   assertEquals(b.map((x) => x.map((i) => i.row)), [[1, 4, 2, 3], [0, 5]]);
-  assertEquals(makeBatches([...items].reverse(), 4).map((x) => x.map((i) => i.row)), [[1, 4, 2, 3], [0, 5]]);
+  assertEquals(fixedGroups([...items].reverse(), 4).map((x) => x.map((i) => i.row)), [[1, 4, 2, 3], [0, 5]]);
 });
 
 Deno.test("compare: accuracy, differing rows and the statistics of attention − scan", () => {

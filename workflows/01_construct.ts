@@ -7,9 +7,11 @@
 
 import { join } from "node:path";
 import type { TextTokenizer } from "../engine/tokenizer.ts";
-import type { LanguageModel } from "./lib/engine.ts";
+import type { LanguageModel } from "../engine/arch.ts";
+import { withDevice } from "./lib/engine.ts";
 import { UserError } from "./lib/errors.ts";
-import { type Column, writeParquet } from "./lib/parquet.ts";
+import { type Column, type Field, tableColumns, writeParquet } from "./lib/parquet.ts";
+import { fixedGroups } from "./lib/groups.ts";
 import { RowLog } from "./lib/resume.ts";
 import { defineStage, type StageContext } from "./lib/stage.ts";
 
@@ -31,8 +33,6 @@ export interface RowResult {
   pred_id: number;
 }
 
-export const ADDED_COLUMNS = ["row", "ids", "true_id", "true_prob", "max_prob", "pred_id", "pred", "hit"] as const;
-
 /** Token ids of every selected row; the true id is the first token of target_true. */
 export function tokenizeRows(tok: TextTokenizer, rows: number[], data: Record<string, unknown>[]): PromptItem[] {
   return data.map((r, i) => {
@@ -47,18 +47,6 @@ export function tokenizeRows(tok: TextTokenizer, rows: number[], data: Record<st
   });
 }
 
-/**
- * Fixed batches: prompts sorted by length (then row) and cut every `batchSize`. The batches depend
- * only on the selection and the batch size, so a resumed run recomputes exactly the batches an
- * uninterrupted run would have.
- */
-export function makeBatches(items: PromptItem[], batchSize: number): PromptItem[][] {
-  const sorted = [...items].sort((a, b) => a.ids.length - b.ids.length || a.row - b.row);
-  const out: PromptItem[][] = [];
-  for (let i = 0; i < sorted.length; i += batchSize) out.push(sorted.slice(i, i + batchSize));
-  return out;
-}
-
 /** One batch through the model: the statistics of each prompt's last position. */
 export async function runBatch(model: LanguageModel, batch: PromptItem[], mode: Mode): Promise<RowResult[]> {
   // the softmax statistics are computed on the GPU: 4 numbers per prompt come back, not the vocabulary
@@ -66,7 +54,27 @@ export async function runBatch(model: LanguageModel, batch: PromptItem[], mode: 
   return batch.map((b, k) => ({ row: b.row, true_prob: stats[k].trueProb, max_prob: stats[k].maxProb, pred_id: stats[k].predId }));
 }
 
-/** The output table of one mode, rows in dataset order. */
+/** One output row: the prompt, its result, and the text of the prediction. */
+interface ConstructRecord {
+  it: PromptItem;
+  r: RowResult;
+  pred: string;
+  data: Record<string, unknown>;
+}
+
+/** The columns 01_construct adds after the dataset's own. */
+export const ADDED_FIELDS: readonly Field<ConstructRecord>[] = [
+  { name: "row", type: "INT32", value: (x) => x.it.row },
+  { name: "ids", type: "INT32_LIST", value: (x) => x.it.ids },
+  { name: "true_id", type: "INT32", value: (x) => x.it.trueId },
+  { name: "true_prob", type: "DOUBLE", value: (x) => x.r.true_prob },
+  { name: "max_prob", type: "DOUBLE", value: (x) => x.r.max_prob },
+  { name: "pred_id", type: "INT32", value: (x) => x.r.pred_id },
+  { name: "pred", type: "STRING" },
+  { name: "hit", type: "BOOLEAN", value: (x) => x.r.pred_id === x.it.trueId },
+];
+
+/** The output table of one mode, rows in dataset order: the dataset's columns (nullable), then ADDED_FIELDS. */
 export function buildColumns(
   datasetColumns: { name: string; type: Column["type"] }[],
   datasetRows: Record<string, unknown>[],
@@ -74,33 +82,23 @@ export function buildColumns(
   results: Map<number, RowResult>,
   tok: TextTokenizer,
 ): Column[] {
-  const n = items.length;
-  const res = items.map((it) => {
-    const r = results.get(it.row);
-    if (!r) throw new Error(`no result for row ${it.row}`);
-    return r;
-  });
-  const cols: Column[] = datasetColumns.map((c) => ({ name: c.name, type: c.type, data: datasetRows.map((r) => r[c.name] ?? null), nullable: true }));
   const predText = new Map<number, string>();
   const decode = (id: number) => {
     let s = predText.get(id);
     if (s === undefined) predText.set(id, s = tok.decode([id]));
     return s;
   };
-  cols.push(
-    { name: "row", type: "INT32", data: Int32Array.from(items, (it) => it.row) },
-    { name: "ids", type: "INT32_LIST", data: items.map((it) => it.ids) },
-    { name: "true_id", type: "INT32", data: Int32Array.from(items, (it) => it.trueId) },
-    { name: "true_prob", type: "DOUBLE", data: Float64Array.from(res, (r) => r.true_prob) },
-    { name: "max_prob", type: "DOUBLE", data: Float64Array.from(res, (r) => r.max_prob) },
-    { name: "pred_id", type: "INT32", data: Int32Array.from(res, (r) => r.pred_id) },
-    { name: "pred", type: "STRING", data: res.map((r) => decode(r.pred_id)), nullable: false },
-    { name: "hit", type: "BOOLEAN", data: Array.from({ length: n }, (_, i) => res[i].pred_id === items[i].trueId) },
-  );
-  return cols;
+  const records: ConstructRecord[] = items.map((it, i) => {
+    const r = results.get(it.row);
+    if (!r) throw new Error(`no result for row ${it.row}`);
+    return { it, r, pred: decode(r.pred_id), data: datasetRows[i] };
+  });
+  const fields: Field<ConstructRecord>[] = [
+    ...datasetColumns.map((c) => ({ name: c.name, type: c.type, nullable: true, value: (x: ConstructRecord) => x.data[c.name] ?? null })),
+    ...ADDED_FIELDS,
+  ];
+  return tableColumns(fields, records);
 }
-
-const MAX_DEVICE_RETRIES = 3;
 
 export default defineStage({
   name: "01_construct",
@@ -115,12 +113,12 @@ export default defineStage({
 
   async run(ctx: StageContext<{ batchSize: number }>) {
     const ds = await ctx.dataset();
-    for (const c of ADDED_COLUMNS) {
+    for (const { name: c } of ADDED_FIELDS) {
       if (ds.columns.some((d) => d.name === c)) throw new UserError(`the dataset already has a column "${c}", which 01_construct adds; rename it`);
     }
     const tok = await ctx.tokenizer();
     const items = tokenizeRows(tok, ctx.rows, ds.rows);
-    const batches = makeBatches(items, ctx.params.batchSize);
+    const batches = fixedGroups(items, ctx.params.batchSize);
     const results = new Map<Mode, Map<number, RowResult>>();
     let resumed = 0;
     ctx.counts.rows = items.length;
@@ -138,16 +136,7 @@ export default defineStage({
         const bar = ctx.progress(`01_construct ${mode}`, items.length, log.done.size);
         for (const batch of todo) {
           ctx.checkInterrupted(`${log.done.size}/${items.length} ${mode}-mode prompts`);
-          let out: RowResult[] | undefined;
-          for (let attempt = 0; !out; attempt++) {
-            const loaded = await ctx.model();
-            try {
-              out = await runBatch(loaded.model, batch, mode);
-            } catch (e) {
-              // a lost device (driver reset, GPU fell off the bus): new device, same batch
-              if (attempt >= MAX_DEVICE_RETRIES || !(await loaded.becameLost())) throw e;
-            }
-          }
+          const out = await withDevice(() => ctx.model(), (loaded) => runBatch(loaded.model, batch, mode));
           const fresh = out.filter((r) => !log.has(r.row));
           await log.append(fresh);
           bar.tick(fresh.length);

@@ -1,444 +1,223 @@
-// 03_info_flow: the attention-knockout experiment of Geva et al. (2023) on Mamba-2 (the seed's
-// info_flow notebooks). For a sample of prompts, windows of k consecutive layers, and three
-// blocks of edges into the last position (last → last, last → subject tokens, last → every
-// non-subject position), the true token's probability after the knockout, whether it is still
-// the top prediction, and its change relative to the unblocked run; then per (k, block, window,
-// split) the accuracy and the mean relative change with 95 % bootstrap intervals, and the
-// paper's figures. Every knockout goes through the exact fast path (engine/knockout.ts): one
-// base run per prompt, then only the last position recomputed from the window's first layer.
-// Work is saved per group of prompts (.work/knockouts.jsonl) and resumed after an interruption.
+// 03_info_flow: the attention-knockout experiment of Geva et al. (2023), as the reference study on
+// Mamba (Endy et al., 2025) extends it. For a sample of prompts, every combination of window size
+// k, flow `target<-source` between token sets (edges (t, s), t in target, s in source, s <= t),
+// head selector and conv setting, and every window of k layers: the target token's probability
+// after the knockout, whether it is still the top prediction, and its change relative to the
+// unblocked run; then per (k, flow, heads, conv, window, split) the accuracy and the mean relative
+// change with 95 % bootstrap intervals, and the figures. A flow that blocks no edge of a prompt
+// gives no row for it (counted in the manifest). Every knockout goes through the exact fast path
+// (model.knockouts): one base run per prompt, then only the rows from the first blocked one on,
+// from the window's first layer up. Work is saved per group of prompts (.work/knockouts.jsonl) and
+// resumed after an interruption. The statistics are in lib/info_flow_stats.ts, the figures and
+// summary in lib/info_flow_figure.ts, the configurations in lib/knockout_configs.ts.
 
 import { join } from "node:path";
-import type { TopLevelSpec } from "vega-lite";
+import { formatUnitSelector, type LanguageModel } from "../engine/arch.ts";
+import type { Flow } from "../engine/flows.ts";
 import { writeFileAtomic } from "./lib/atomic.ts";
-import { MeanBootstrap, deterministicSample, mean } from "./lib/bootstrap.ts";
+import { deterministicSample } from "./lib/bootstrap.ts";
 import { UserError } from "./lib/errors.ts";
+import { type FigureContext, type FigureSpec, figureSpecs, infoFlowFigure, summaryMarkdown, X_AXES, type XAxis } from "./lib/info_flow_figure.ts";
+import { AGGREGATE_FIELDS, aggregate, type InfoFlowPrompt, perPromptResults, RESULT_FIELDS } from "./lib/info_flow_stats.ts";
 import {
-  BLOCKS,
-  type Block,
+  DEFAULT_FLOWS,
+  type InfoFlowAxes,
   type InfoFlowConfig,
   infoFlowConfigs,
   layerWindows,
+  parseFlows,
+  parseSelectors,
   parseWindowSizes,
   WINDOW_CONVENTIONS,
   type WindowConvention,
 } from "./lib/knockout_configs.ts";
-import { type ConstructRow, type KnockoutJob, type KnockoutRecord, readConstruct, runKnockoutJobs } from "./lib/knockout_run.ts";
-import { type Column, writeParquet } from "./lib/parquet.ts";
-import { writeFigure } from "./lib/plot.ts";
+import { checkKnockoutsApply, type KnockoutJob, runKnockoutJobs } from "./lib/knockout_run.ts";
+import { type Field, writeTable } from "./lib/parquet.ts";
+import { parseBooleanList } from "./lib/params.ts";
+import { removeStaleFigures, writeFigure } from "./lib/plot.ts";
+import { applyFilter, constructedRows, PROMPT_FILTER_DOC, PROMPT_FILTERS, type PromptFilter, readConstruct } from "./lib/prompt_choice.ts";
 import { defineStage, type StageContext } from "./lib/stage.ts";
 import { subjectTokens } from "./lib/subject.ts";
 
-export const FILTERS = ["both-correct", "all"] as const;
 export const TARGETS = ["true", "predicted"] as const;
-export const SPLITS = ["all", "first_in_subject", "first_not_in_subject"] as const;
-export type Split = typeof SPLITS[number];
-
-export const SPLIT_LABEL: Record<Split, string> = {
-  all: "all prompts",
-  first_in_subject: "prompts whose subject includes the first token",
-  first_not_in_subject: "prompts whose subject does not include the first token",
-};
-
-export const BLOCK_LABEL: Record<Block, string> = {
-  last: "last → last",
-  subject: "last → subject",
-  relation: "last → relation",
-};
-export const BLOCK_COLOR: Record<Block, string> = { last: "#e45756", subject: "#4c78a8", relation: "#54a24b" };
 
 export interface InfoFlowParams {
   filter: string;
   n_prompts: number;
   seed: number;
   k: string;
+  flows: string;
+  heads: string;
+  conv: string;
   window: string;
-  relation_last: boolean;
+  x_axis: string;
   target: string;
   bootstrap: number;
   group_prompts: number;
   [key: string]: number | string | boolean;
 }
 
-/** A prompt of the experiment: its row, tokens, subject tokens, target and unblocked probability. */
-export interface InfoFlowPrompt {
-  row: number;
-  prompt: string;
-  subject: string;
-  ids: number[];
-  subjectTokens: number[];
-  firstInSubject: boolean;
-  target: number;
-  /** p(target) of the unblocked attention-mode run, from 01_construct */
-  baseProb: number;
-  baseHit: boolean;
+/** The parameters' lists, parsed (UserError of one line naming a bad value). */
+export function infoFlowAxes(P: InfoFlowParams): InfoFlowAxes & { headsText: string[] } {
+  const heads = parseSelectors(P.heads, "03_info_flow.heads");
+  return {
+    ks: parseWindowSizes(P.k, "03_info_flow.k"),
+    flows: parseFlows(P.flows, "03_info_flow.flows"),
+    heads,
+    headsText: heads.map(formatUnitSelector),
+    conv: parseBooleanList(P.conv, "03_info_flow.conv"),
+    convention: P.window as WindowConvention,
+  };
 }
 
-/** One knockout of one prompt, as it goes into info_flow.parquet. */
-export interface InfoFlowResult {
-  row: number;
-  k: number;
-  block: Block;
-  window: number;
-  window_start: number;
-  window_end: number;
-  target_id: number;
-  base_prob: number;
-  true_prob: number;
-  pred_id: number;
-  hit: boolean;
-  relative_change: number;
-  first_in_subject: boolean;
+function figuresOf(axes: { ks: number[]; flows: Flow[]; headsText: string[]; conv: boolean[] }): FigureSpec[] {
+  return figureSpecs({ ks: axes.ks, flows: axes.flows.map((f) => f.text), heads: axes.headsText, conv: axes.conv });
 }
 
-export interface Aggregate {
-  k: number;
-  block: Block;
-  window: number;
-  window_start: number;
-  window_end: number;
-  split: Split;
-  n: number;
-  base_accuracy: number;
-  accuracy: number;
-  accuracy_lo: number;
-  accuracy_hi: number;
-  relative_change: number;
-  relative_change_lo: number;
-  relative_change_hi: number;
-}
-
-export function relativeChange(p: number, pBase: number): number {
-  return ((p - pBase) * 100) / pBase;
-}
-
-export function figureBase(k: number, split: Split): string {
-  return `info_flow_k${k}_${split}`;
-}
+/** prompts.parquet: a prompt of the experiment, with the fast path's own base probability as a check. */
+const PROMPT_FIELDS: readonly Field<InfoFlowPrompt & { baseProbFastPath: number }>[] = [
+  { name: "row", type: "INT32" },
+  { name: "prompt", type: "STRING", nullable: true },
+  { name: "subject", type: "STRING", nullable: true },
+  { name: "ids", type: "INT32_LIST" },
+  { name: "subject_tokens", type: "INT32_LIST", value: (p) => p.subjectTokens },
+  { name: "first_in_subject", type: "BOOLEAN", value: (p) => p.firstInSubject },
+  { name: "target_id", type: "INT32", value: (p) => p.target },
+  { name: "base_prob", type: "DOUBLE", value: (p) => p.baseProb },
+  { name: "base_prob_fast_path", type: "DOUBLE", value: (p) => p.baseProbFastPath },
+  { name: "base_hit", type: "BOOLEAN", value: (p) => p.baseHit },
+];
 
 export function outputsFor(params: InfoFlowParams): string[] {
   const out = ["prompts.parquet", "info_flow.parquet", "info_flow_aggregates.parquet", "summary.md"];
-  let ks: number[];
+  let figures: FigureSpec[];
   try {
-    ks = parseWindowSizes(params.k);
+    figures = figuresOf(infoFlowAxes(params));
   } catch {
-    ks = [];
+    figures = []; // bad parameters are reported by check()
   }
-  for (const k of ks) {
-    for (const s of SPLITS) out.push(...["vl.json", "svg", "png"].map((x) => `${figureBase(k, s)}.${x}`));
-  }
+  for (const f of figures) out.push(...["vl.json", "svg", "png"].map((x) => `${f.base}.${x}`));
   return out;
 }
 
-/** Per-prompt results of every configuration, in the order prompts × configurations. */
-export function perPromptResults(
-  prompts: InfoFlowPrompt[],
-  configs: Map<number, InfoFlowConfig[]>,
-  records: Map<number, KnockoutRecord>,
-): InfoFlowResult[] {
-  const out: InfoFlowResult[] = [];
-  for (const pr of prompts) {
-    const cfg = configs.get(pr.row)!, rec = records.get(pr.row);
-    if (!rec) throw new Error(`no knockout results for row ${pr.row}`);
-    cfg.forEach((c, i) => {
-      out.push({
-        row: pr.row,
-        k: c.k,
-        block: c.block,
-        window: c.window.at,
-        window_start: c.start,
-        window_end: c.end,
-        target_id: pr.target,
-        base_prob: pr.baseProb,
-        true_prob: rec.p[i],
-        pred_id: rec.pred[i],
-        hit: rec.pred[i] === pr.target,
-        relative_change: relativeChange(rec.p[i], pr.baseProb),
-        first_in_subject: pr.firstInSubject,
-      });
+/** The prompts that qualify, with their subject tokens, target and base probability; those skipped and why. */
+async function choosePrompts(ctx: StageContext<InfoFlowParams>) {
+  const P = ctx.params;
+  const construct = await readConstruct(ctx.upstream("01_construct"));
+  const ds = await ctx.dataset();
+  const tok = await ctx.tokenizer();
+  const candidates = constructedRows(ctx.rows, construct);
+  const qualifying = applyFilter(P.filter as PromptFilter, candidates, { construct }).kept;
+  if (qualifying.length === 0) {
+    throw new UserError(
+      `03_info_flow: no prompt to run: none of the ${candidates.length} selected rows was predicted correctly in both modes; ` +
+        `select more rows or pass --set 03_info_flow.filter=all`,
+    );
+  }
+  const rowIndex = new Map(ctx.rows.map((r, i) => [r, i]));
+  const pieceCache = new Map<number, string>();
+  const piece = (id: number) => {
+    let s = pieceCache.get(id);
+    if (s === undefined) pieceCache.set(id, s = tok.decodeEach([id])[0]);
+    return s;
+  };
+  const skipped: number[] = [];
+  const zeroBase: number[] = [];
+  const valid = new Map<number, InfoFlowPrompt>();
+  for (const row of qualifying) {
+    const data = ds.rows[rowIndex.get(row)!];
+    const a = construct.attention.get(row)!;
+    const subject = typeof data.subject === "string" ? data.subject : "";
+    const st = subjectTokens(a.ids.map(piece), subject);
+    if (!st) {
+      skipped.push(row);
+      continue;
+    }
+    const baseProb = P.target === "true" ? a.true_prob : a.max_prob;
+    if (!(baseProb > 0)) {
+      zeroBase.push(row); // p_base underflowed to 0 (filter all): the relative change is undefined
+      continue;
+    }
+    valid.set(row, {
+      row,
+      prompt: String(data.prompt ?? ""),
+      subject,
+      ids: a.ids,
+      subjectTokens: st,
+      firstInSubject: st.includes(0),
+      target: P.target === "true" ? a.true_id : a.pred_id,
+      baseProb,
+      baseHit: P.target === "true" ? a.hit : true,
     });
   }
-  return out;
-}
-
-/**
- * Accuracy and mean relative change per (k, block, window, split), with percentile-bootstrap 95 %
- * intervals (`resamples` resamples of the split's prompts, the same resamples for every
- * configuration of a split). `results` holds every prompt's configurations in one common order.
- */
-export function aggregate(prompts: InfoFlowPrompt[], results: InfoFlowResult[], resamples: number, seed: number): Aggregate[] {
-  const nConf = prompts.length ? results.length / prompts.length : 0;
-  const out: Aggregate[] = [];
-  const members: Record<Split, number[]> = { all: [], first_in_subject: [], first_not_in_subject: [] };
-  prompts.forEach((p, i) => {
-    members.all.push(i);
-    members[p.firstInSubject ? "first_in_subject" : "first_not_in_subject"].push(i);
-  });
-  const perSplit = SPLITS.map((split, si) => {
-    const idx = members[split];
-    return {
-      split,
-      idx,
-      boot: resamples > 0 ? new MeanBootstrap(idx.length, resamples, (seed * 7919 + si * 104729 + 1) >>> 0) : undefined,
-      baseAcc: mean(idx.map((i) => (prompts[i].baseHit ? 1 : 0))),
-    };
-  });
-  for (let c = 0; c < nConf; c++) {
-    const ref = results[c];
-    for (const s of perSplit) {
-      const acc = Float64Array.from(s.idx, (i) => (results[i * nConf + c].hit ? 1 : 0));
-      const rel = Float64Array.from(s.idx, (i) => results[i * nConf + c].relative_change);
-      const [alo, ahi] = s.boot ? s.boot.ci(acc) : [NaN, NaN];
-      const [rlo, rhi] = s.boot ? s.boot.ci(rel) : [NaN, NaN];
-      out.push({
-        k: ref.k,
-        block: ref.block,
-        window: ref.window,
-        window_start: ref.window_start,
-        window_end: ref.window_end,
-        split: s.split,
-        n: s.idx.length,
-        base_accuracy: s.baseAcc,
-        accuracy: mean(acc),
-        accuracy_lo: alo,
-        accuracy_hi: ahi,
-        relative_change: mean(rel),
-        relative_change_lo: rlo,
-        relative_change_hi: rhi,
-      });
-    }
+  const some = (rows: number[]) => `${rows.slice(0, 10).join(", ")}${rows.length > 10 ? ", …" : ""}`;
+  if (skipped.length) ctx.log(`skipped ${skipped.length} row(s) whose subject is not in the prompt: ${some(skipped)}`);
+  if (zeroBase.length) ctx.log(`skipped ${zeroBase.length} row(s) whose p_base is 0 (no relative change): ${some(zeroBase)}`);
+  if (valid.size === 0) {
+    throw new UserError(
+      `03_info_flow: no prompt to run: every one of the ${qualifying.length} qualifying rows was skipped ` +
+        `(${skipped.length} subject not in the prompt, ${zeroBase.length} p_base = 0); check the dataset's subject column or select other rows`,
+    );
   }
-  // sorted by k, split, block, window: the order of the figures
-  const bi = (b: Block) => BLOCKS.indexOf(b);
-  out.sort((a, b) => a.k - b.k || SPLITS.indexOf(a.split) - SPLITS.indexOf(b.split) || bi(a.block) - bi(b.block) || a.window - b.window);
-  return out;
-}
-
-/** Two panels (accuracy %, % change of p(target)) against the window, one line per block, with CI bands. */
-export function infoFlowFigure(
-  aggs: Aggregate[],
-  opts: { k: number; split: Split; model: string; convention: WindowConvention; target: string; nLayer: number },
-): TopLevelSpec {
-  const rows = aggs.filter((a) => a.k === opts.k && a.split === opts.split);
-  const n = rows[0]?.n ?? 0;
-  const fin = (x: number) => (Number.isFinite(x) ? x : null);
-  const values = rows.map((a) => ({
-    block: BLOCK_LABEL[a.block],
-    window: a.window,
-    layers: `${a.window_start}–${a.window_end - 1}`,
-    accuracy: fin(100 * a.accuracy),
-    accuracy_lo: fin(100 * a.accuracy_lo),
-    accuracy_hi: fin(100 * a.accuracy_hi),
-    change: fin(a.relative_change),
-    change_lo: fin(a.relative_change_lo),
-    change_hi: fin(a.relative_change_hi),
-  }));
-  const baseAcc = rows[0] ? 100 * rows[0].base_accuracy : 100;
-  const xTitle = opts.convention === "start" ? `window start layer (window of ${opts.k} layers)` : `window centre layer (window of ${opts.k} layers)`;
-  const tLabel = opts.target === "true" ? "p(true token)" : "p(predicted token)";
-  const color = {
-    field: "block",
-    type: "nominal",
-    title: "edges blocked",
-    scale: { domain: BLOCKS.map((b) => BLOCK_LABEL[b]), range: BLOCKS.map((b) => BLOCK_COLOR[b]) },
-  };
-  const x = {
-    field: "window",
-    type: "quantitative",
-    title: xTitle,
-    scale: { domain: [0, Math.max(0, opts.nLayer - (opts.convention === "start" ? opts.k : 1))], nice: false },
-    axis: { tickMinStep: 1, format: "d" },
-  };
-  const panel = (field: "accuracy" | "change", title: string, rule: number, ruleLabel: string, labelAbove = false) => ({
-    width: 360,
-    height: 240,
-    title: { text: title, anchor: "start", fontSize: 12 },
-    layer: [
-      {
-        mark: { type: "area", opacity: 0.18 },
-        encoding: {
-          x,
-          y: { field: `${field}_lo`, type: "quantitative" },
-          y2: { field: `${field}_hi` },
-          color,
-        },
-      },
-      {
-        mark: { type: "line", point: { size: 22 }, strokeWidth: 1.8 },
-        encoding: {
-          x,
-          y: {
-            field,
-            type: "quantitative",
-            title: field === "accuracy" ? "accuracy (%)" : `% change of ${tLabel}`,
-            scale: field === "accuracy" ? { domain: [0, 100] } : { zero: false },
-          },
-          color,
-          tooltip: [
-            { field: "block" },
-            { field: "window" },
-            { field: "layers" },
-            { field, format: ".3~f" },
-            { field: `${field}_lo`, format: ".3~f" },
-            { field: `${field}_hi`, format: ".3~f" },
-          ],
-        },
-      },
-      {
-        mark: { type: "rule", color: "#888", strokeDash: [4, 3] },
-        encoding: { y: { datum: rule, type: "quantitative" } },
-      },
-      {
-        mark: { type: "text", align: "left", baseline: labelAbove ? "bottom" : "top", dx: 4, dy: labelAbove ? -4 : 4, fontSize: 10, color: "#666" },
-        encoding: { x: { datum: 0, type: "quantitative" }, y: { datum: rule, type: "quantitative" }, text: { value: ruleLabel } },
-      },
-    ],
-  });
-  return {
-    $schema: "https://vega.github.io/schema/vega-lite/v6.json",
-    title: {
-      text: `Knocking out attention edges into the last position, windows of k = ${opts.k} layers`,
-      subtitle: `${opts.model} · ${SPLIT_LABEL[opts.split]} (n = ${n}) · mean, band = 95 % bootstrap CI` +
-        (n === 0 ? " · no prompts in this split" : ""),
-    },
-    data: { values },
-    hconcat: [
-      panel("accuracy", "Accuracy (target still the top prediction)", baseAcc, `no knockout: ${baseAcc.toFixed(1)} %`, baseAcc < 50),
-      panel("change", `Relative change of ${tLabel}`, 0, "no change"),
-    ],
-    config: { legend: { orient: "bottom", labelFontSize: 11, titleFontSize: 11, symbolOpacity: 1, symbolType: "stroke", symbolStrokeWidth: 3 } },
-  } as unknown as TopLevelSpec;
-}
-
-function summaryMarkdown(
-  aggs: Aggregate[],
-  ks: number[],
-  model: string,
-  facts: { prompts: number; qualifying: number; requested: number; filter: string; skipped: number[]; convention: string; target: string },
-): string {
-  const lines = [
-    `# Information flow into the last position (attention knockout)`,
-    ``,
-    `Model \`${model}\`; ${facts.prompts} prompts (filter \`${facts.filter}\`: ${facts.qualifying} qualified, ${facts.requested} requested)` +
-    (facts.skipped.length ? `; ${facts.skipped.length} rows skipped because the subject is not in the prompt` : "") + `.`,
-    `Windows by ${facts.convention === "start" ? "start layer" : "centre layer"}; target: ${facts.target === "true" ? "the dataset's true token" : "the model's own top prediction"}.`,
-    ``,
-  ];
-  for (const k of ks) {
-    lines.push(`## k = ${k}`, ``, `Lowest mean relative change of p(target) per block (all prompts):`, ``);
-    lines.push(`| block | window | layers | accuracy | mean % change | 95 % CI |`, `| --- | ---: | --- | ---: | ---: | --- |`);
-    for (const b of BLOCKS) {
-      const rows = aggs.filter((a) => a.k === k && a.split === "all" && a.block === b);
-      if (!rows.length) continue;
-      const m = rows.reduce((x, y) => (y.relative_change < x.relative_change ? y : x));
-      lines.push(
-        `| ${b} | ${m.window} | ${m.window_start}–${m.window_end - 1} | ${(100 * m.accuracy).toFixed(1)} % | ${m.relative_change.toFixed(2)} | ` +
-          `[${m.relative_change_lo.toFixed(2)}, ${m.relative_change_hi.toFixed(2)}] |`,
-      );
-    }
-    lines.push(``);
-    for (const s of SPLITS) lines.push(`![k=${k}, ${SPLIT_LABEL[s]}](${figureBase(k, s)}.png)`, ``);
-  }
-  return lines.join("\n");
+  const sample = deterministicSample([...valid.keys()], P.n_prompts, P.seed);
+  if (sample.length < P.n_prompts) ctx.log(`${sample.length} prompts qualify, fewer than n_prompts = ${P.n_prompts}: running all of them`);
+  return { prompts: sample.map((r) => valid.get(r)!), candidates, qualifying, skipped, zeroBase };
 }
 
 export default defineStage<InfoFlowParams>({
   name: "03_info_flow",
-  title: "Attention knockout into the last position: last / subject / relation blocks over windows of layers",
-  version: "1",
+  title: "Attention knockout: flows between token sets (last/subject/relation/...) over windows of layers, by head selector and conv path",
+  version: "2",
   module: import.meta.url,
   inputs: { dataset: true, tokenizer: true, model: true, stages: ["01_construct"] },
   params: {
-    filter: { type: "string", default: "both-correct", choices: FILTERS, doc: "prompts: those both modes got right in 01_construct, or all" },
+    filter: { type: "string", default: "both-correct", choices: PROMPT_FILTERS, doc: PROMPT_FILTER_DOC },
     n_prompts: { type: "int", default: 1000, min: 1, doc: "a deterministic sample of this many prompts (fewer if fewer qualify)" },
     seed: { type: "int", default: 0, min: 0, doc: "seed of the prompt sample and of the bootstrap" },
     k: { type: "string", default: "9,15", doc: "window sizes (layers), comma-separated" },
+    flows: {
+      type: "string",
+      default: DEFAULT_FLOWS,
+      doc: "flows target<-source, comma-separated; sets first, last, subject, relation, relation_minus_last, context, all",
+    },
+    heads: { type: "string", default: "all", doc: "head selectors, comma-separated: all, fast:a/b, slow:a/b, not-fast:a/b, not-slow:a/b, only:i+j-k" },
+    conv: { type: "string", default: "false", doc: "cut the conv1d path too: false, true, or false,true for both" },
     window: { type: "string", default: "start", choices: WINDOW_CONVENTIONS, doc: "windows [l, l+k) by start (seed) or centred on layer l (Geva et al.)" },
-    relation_last: { type: "boolean", default: true, doc: "the relation block includes the last position (seed) or not (Geva et al.)" },
+    x_axis: { type: "string", default: "layer", choices: X_AXES, doc: "figures' x axis: the window's layer, or its depth as % of the model's layers" },
     target: { type: "string", default: "true", choices: TARGETS, doc: "token whose probability is tracked: the dataset's true token or the model's own top prediction" },
     bootstrap: { type: "int", default: 1000, min: 0, max: 100000, doc: "bootstrap resamples for the 95 % intervals (0: none)" },
     group_prompts: { type: "int", default: 16, min: 1, max: 4096, doc: "prompts per fast-path call (and per saved step of progress)" },
   },
   outputs: outputsFor,
+  check(P) {
+    infoFlowAxes(P);
+  },
 
   async run(ctx: StageContext<InfoFlowParams>) {
     const P = ctx.params;
-    const ks = parseWindowSizes(P.k, "03_info_flow.k");
-    const convention = P.window as WindowConvention;
-    const up = ctx.upstream("01_construct");
-    const { scan, attention } = await readConstruct(up);
-    const ds = await ctx.dataset();
-    const tok = await ctx.tokenizer();
+    const axes = infoFlowAxes(P);
+    const { ks, convention } = axes;
 
-    // 1. the prompts that qualify, their subject tokens, the sample
-    const candidates = ctx.rows.filter((r) => attention.has(r) && scan.has(r));
-    const qualifying = P.filter === "all" ? candidates : candidates.filter((r) => scan.get(r)!.hit && attention.get(r)!.hit);
-    if (qualifying.length === 0) {
-      throw new UserError(
-        `03_info_flow: no prompt to run: none of the ${candidates.length} selected rows was predicted correctly in both modes; ` +
-          `select more rows or pass --set 03_info_flow.filter=all`,
-      );
-    }
-    const rowIndex = new Map(ctx.rows.map((r, i) => [r, i]));
-    const pieceCache = new Map<number, string>();
-    const piece = (id: number) => {
-      let s = pieceCache.get(id);
-      if (s === undefined) pieceCache.set(id, s = tok.decodeEach([id])[0]);
-      return s;
-    };
-    const skipped: number[] = [];
-    const zeroBase: number[] = [];
-    const valid = new Map<number, InfoFlowPrompt>();
-    for (const row of qualifying) {
-      const data = ds.rows[rowIndex.get(row)!];
-      const a: ConstructRow = attention.get(row)!;
-      const subject = typeof data.subject === "string" ? data.subject : "";
-      const st = subjectTokens(a.ids.map(piece), subject);
-      if (!st) {
-        skipped.push(row);
-        continue;
-      }
-      const baseProb = P.target === "true" ? a.true_prob : a.max_prob;
-      if (!(baseProb > 0)) {
-        zeroBase.push(row); // p_base underflowed to 0 (filter all): the relative change is undefined
-        continue;
-      }
-      valid.set(row, {
-        row,
-        prompt: String(data.prompt ?? ""),
-        subject,
-        ids: a.ids,
-        subjectTokens: st,
-        firstInSubject: st.includes(0),
-        target: P.target === "true" ? a.true_id : a.pred_id,
-        baseProb,
-        baseHit: P.target === "true" ? a.hit : true,
-      });
-    }
-    if (skipped.length) {
-      ctx.log(
-        `skipped ${skipped.length} row(s) whose subject is not in the prompt: ${skipped.slice(0, 10).join(", ")}${skipped.length > 10 ? ", …" : ""}`,
-      );
-    }
-    if (zeroBase.length) ctx.log(`skipped ${zeroBase.length} row(s) whose p_base is 0 (no relative change): ${zeroBase.slice(0, 10).join(", ")}${zeroBase.length > 10 ? ", …" : ""}`);
-    if (valid.size === 0) {
-      throw new UserError(
-        `03_info_flow: no prompt to run: every one of the ${qualifying.length} qualifying rows was skipped ` +
-          `(${skipped.length} subject not in the prompt, ${zeroBase.length} p_base = 0); check the dataset's subject column or select other rows`,
-      );
-    }
-    const sample = deterministicSample([...valid.keys()], P.n_prompts, P.seed);
-    const prompts = sample.map((r) => valid.get(r)!);
-    if (sample.length < P.n_prompts) ctx.log(`${sample.length} prompts qualify, fewer than n_prompts = ${P.n_prompts}: running all of them`);
+    // 1. the prompts
+    const { prompts, candidates, qualifying, skipped, zeroBase } = await choosePrompts(ctx);
 
-    // 2. the configurations (k is checked against the model's layers before anything runs)
+    // 2. the configurations (checked against the model before anything runs)
     const loaded = await ctx.model();
-    const nLayer = loaded.model.info.nLayer;
+    const model: LanguageModel = loaded.model;
+    const nLayer = model.info.nLayer;
     for (const k of ks) layerWindows(nLayer, k, convention);
-    const configs = new Map(prompts.map((p) => [
-      p.row,
-      infoFlowConfigs(nLayer, p.ids.length, p.subjectTokens, { ks, convention, relationLast: P.relation_last }),
-    ]));
+    checkKnockoutsApply(model, { heads: axes.heads, conv: axes.conv }, "03_info_flow");
+    const configs = new Map<number, InfoFlowConfig[]>();
+    const noEdges: Record<string, number> = Object.fromEntries(axes.flows.map((f) => [f.text, 0]));
+    for (const p of prompts) {
+      const c = infoFlowConfigs(nLayer, p.ids.length, p.subjectTokens, axes);
+      configs.set(p.row, c.configs);
+      for (const f of c.skipped) noEdges[f.text]++;
+    }
+    const noEdgeTotal = Object.values(noEdges).reduce((a, b) => a + b, 0);
+    if (noEdgeTotal) {
+      ctx.log(`flows that block no edge of a prompt give no row for it: ${Object.entries(noEdges).filter(([, n]) => n).map(([f, n]) => `${f} in ${n} prompt(s)`).join(", ")}`);
+    }
     const jobs: KnockoutJob[] = prompts.map((p) => ({ row: p.row, ids: p.ids, target: p.target, configs: configs.get(p.row)! }));
 
     // 3. the knockouts
@@ -449,84 +228,42 @@ export default defineStage<InfoFlowParams>({
     });
 
     // 4. tables
+    const flowsText = axes.flows.map((f) => f.text);
     const results = perPromptResults(prompts, configs, records);
-    const aggs = aggregate(prompts, results, P.bootstrap, P.seed);
+    const aggs = aggregate(prompts, results, P.bootstrap, P.seed, { flows: flowsText, heads: axes.headsText, conv: axes.conv });
     let baseDiff = 0;
     for (const p of prompts) baseDiff = Math.max(baseDiff, Math.abs(records.get(p.row)!.base_prob - p.baseProb));
     const meta = { "mamba_explain.stage": "03_info_flow", "mamba_explain.cache_key": ctx.cacheKey };
-    await writeParquet(join(ctx.dir, "prompts.parquet"), [
-      { name: "row", type: "INT32", data: Int32Array.from(prompts, (p) => p.row) },
-      { name: "prompt", type: "STRING", data: prompts.map((p) => p.prompt) },
-      { name: "subject", type: "STRING", data: prompts.map((p) => p.subject) },
-      { name: "ids", type: "INT32_LIST", data: prompts.map((p) => p.ids) },
-      { name: "subject_tokens", type: "INT32_LIST", data: prompts.map((p) => p.subjectTokens) },
-      { name: "first_in_subject", type: "BOOLEAN", data: prompts.map((p) => p.firstInSubject) },
-      { name: "target_id", type: "INT32", data: Int32Array.from(prompts, (p) => p.target) },
-      { name: "base_prob", type: "DOUBLE", data: Float64Array.from(prompts, (p) => p.baseProb) },
-      { name: "base_prob_fast_path", type: "DOUBLE", data: Float64Array.from(prompts, (p) => records.get(p.row)!.base_prob) },
-      { name: "base_hit", type: "BOOLEAN", data: prompts.map((p) => p.baseHit) },
-    ], meta);
-    const col = <K extends keyof InfoFlowResult>(name: K, type: Column["type"]): Column => ({
-      name,
-      type,
-      data: results.map((r) => r[name]),
-      nullable: false,
-    });
-    await writeParquet(join(ctx.dir, "info_flow.parquet"), [
-      col("row", "INT32"),
-      col("k", "INT32"),
-      col("block", "STRING"),
-      col("window", "INT32"),
-      col("window_start", "INT32"),
-      col("window_end", "INT32"),
-      col("target_id", "INT32"),
-      col("base_prob", "DOUBLE"),
-      col("true_prob", "DOUBLE"),
-      col("pred_id", "INT32"),
-      col("hit", "BOOLEAN"),
-      col("relative_change", "DOUBLE"),
-      col("first_in_subject", "BOOLEAN"),
-    ], meta);
-    const acol = <K extends keyof Aggregate>(name: K, type: Column["type"]): Column => ({
-      name,
-      type,
-      data: aggs.map((r) => r[name]),
-      nullable: false,
-    });
-    await writeParquet(join(ctx.dir, "info_flow_aggregates.parquet"), [
-      acol("k", "INT32"),
-      acol("block", "STRING"),
-      acol("window", "INT32"),
-      acol("window_start", "INT32"),
-      acol("window_end", "INT32"),
-      acol("split", "STRING"),
-      acol("n", "INT32"),
-      acol("base_accuracy", "DOUBLE"),
-      acol("accuracy", "DOUBLE"),
-      acol("accuracy_lo", "DOUBLE"),
-      acol("accuracy_hi", "DOUBLE"),
-      acol("relative_change", "DOUBLE"),
-      acol("relative_change_lo", "DOUBLE"),
-      acol("relative_change_hi", "DOUBLE"),
-    ], { ...meta, "mamba_explain.bootstrap": String(P.bootstrap) });
+    const fastBase = prompts.map((p) => ({ ...p, baseProbFastPath: records.get(p.row)!.base_prob }));
+    await writeTable(join(ctx.dir, "prompts.parquet"), PROMPT_FIELDS, fastBase, meta);
+    await writeTable(join(ctx.dir, "info_flow.parquet"), RESULT_FIELDS, results, meta);
+    await writeTable(join(ctx.dir, "info_flow_aggregates.parquet"), AGGREGATE_FIELDS, aggs, { ...meta, "mamba_explain.bootstrap": String(P.bootstrap) });
 
-    // 5. figures
-    const model = up.manifest.inputs.model?.id ?? "?";
-    for (const k of ks) {
-      for (const split of SPLITS) {
-        await writeFigure(ctx.dir, figureBase(k, split), infoFlowFigure(aggs, { k, split, model, convention, target: P.target, nLayer }));
-      }
-    }
+    // 5. figures (those of earlier parameters are removed: they would be taken for this run's)
+    const figures = figuresOf(axes);
+    await removeStaleFigures(ctx.dir, /^info_flow_.*\.(png|svg|vl\.json)$/, outputsFor(P));
+    const fc: FigureContext = {
+      model: ctx.upstream("01_construct").manifest.inputs.model?.id ?? "?",
+      convention,
+      xAxis: P.x_axis as XAxis,
+      target: P.target,
+      nLayer,
+      unitName: model.info.unitName,
+      flows: flowsText,
+      heads: axes.heads,
+      headsText: axes.headsText,
+      conv: axes.conv,
+    };
+    for (const f of figures) await writeFigure(ctx.dir, f.base, infoFlowFigure(f, aggs, fc));
     await writeFileAtomic(
       join(ctx.dir, "summary.md"),
-      summaryMarkdown(aggs, ks, model, {
+      summaryMarkdown(aggs, figures, fc, ks, {
         prompts: prompts.length,
         qualifying: qualifying.length,
         requested: P.n_prompts,
         filter: P.filter,
         skipped,
-        convention,
-        target: P.target,
+        noEdges,
       }),
     );
 
@@ -535,6 +272,7 @@ export default defineStage<InfoFlowParams>({
     ctx.counts.skipped_subject_not_found = skipped.length;
     ctx.counts.knockouts = results.length;
     ctx.counts.first_in_subject = prompts.filter((p) => p.firstInSubject).length;
+    ctx.counts.no_edge_prompt_flows = noEdgeTotal;
     ctx.info.prompts = {
       filter: P.filter,
       selectedRows: candidates.length,
@@ -548,6 +286,7 @@ export default defineStage<InfoFlowParams>({
       ctx.counts.skipped_zero_base_prob = zeroBase.length;
       ctx.info.skippedZeroBaseProb = zeroBase;
     }
+    ctx.info.noEdgePrompts = noEdges;
     ctx.info.nLayer = nLayer;
     ctx.info.windows = Object.fromEntries(ks.map((k) => [k, layerWindows(nLayer, k, convention).length]));
     ctx.info.maxAbsBaseProbDiffFastPathVs01 = baseDiff;

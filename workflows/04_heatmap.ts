@@ -1,18 +1,30 @@
 // 04_heatmap: where the last position reads from, layer by layer (the seed's heatmap notebook).
 // For chosen prompts, every position j and every window of k layers [l, l+k): the true token's
-// probability with the edge last → j blocked in those layers. One heatmap per prompt (rows =
+// probability with the edge j → last (the flow last<-{j}) blocked in those layers, in the heads
+// `heads` selects, with the conv path cut too when `conv` is set. One heatmap per prompt (rows =
 // tokens, the last marked *, columns = window start, colour = p(true)), values as parquet.
-// All cells of a prompt go through the exact fast path (engine/knockout.ts) as one batch; work is
+// All cells of a prompt go through the exact fast path (model.knockouts) as one batch; work is
 // saved per group of prompts (.work/heatmap.jsonl) and resumed after an interruption.
 
 import { join } from "node:path";
 import type { TopLevelSpec } from "vega-lite";
 import { writeFileAtomic } from "./lib/atomic.ts";
 import { UserError } from "./lib/errors.ts";
-import { heatmapConfigs, type HeatmapConfig, layerWindows } from "./lib/knockout_configs.ts";
-import { type ConstructRow, type KnockoutJob, readConstruct, runKnockoutJobs } from "./lib/knockout_run.ts";
-import { writeParquet } from "./lib/parquet.ts";
-import { writeFigure } from "./lib/plot.ts";
+import { formatUnitSelector, type LanguageModel } from "../engine/arch.ts";
+import { relativeChange } from "./lib/info_flow_stats.ts";
+import { heatmapConfigs, type HeatmapConfig, layerWindows, parseSelector } from "./lib/knockout_configs.ts";
+import { checkKnockoutsApply, type KnockoutJob, runKnockoutJobs } from "./lib/knockout_run.ts";
+import { type Field, writeTable } from "./lib/parquet.ts";
+import { removeStaleFigures, writeFigure } from "./lib/plot.ts";
+import {
+  applyFilter,
+  type ConstructRow,
+  constructedRows,
+  PROMPT_FILTER_DOC,
+  PROMPT_FILTERS,
+  type PromptFilter,
+  readConstruct,
+} from "./lib/prompt_choice.ts";
 import { parseRows } from "./lib/rows.ts";
 import { defineStage, type StageContext } from "./lib/stage.ts";
 
@@ -27,6 +39,8 @@ export const STUDY_PROMPTS = [
 export interface HeatmapParams {
   prompts: string;
   k: number;
+  heads: string;
+  conv: boolean;
   filter: string;
   group_prompts: number;
   [key: string]: number | string | boolean;
@@ -70,7 +84,25 @@ export interface HeatmapCell {
   base_prob: number;
   relative_change: number;
   hit: boolean;
+  /** the head selector, canonical text */
+  heads: string;
+  conv: boolean;
 }
+
+export const CELL_FIELDS: readonly Field<HeatmapCell>[] = [
+  { name: "row", type: "INT32" },
+  { name: "k", type: "INT32" },
+  { name: "position", type: "INT32" },
+  { name: "token", type: "STRING" },
+  { name: "window_start", type: "INT32" },
+  { name: "window_end", type: "INT32" },
+  { name: "true_prob", type: "DOUBLE" },
+  { name: "base_prob", type: "DOUBLE" },
+  { name: "relative_change", type: "DOUBLE" },
+  { name: "hit", type: "BOOLEAN" },
+  { name: "heads", type: "STRING" },
+  { name: "conv", type: "BOOLEAN" },
+];
 
 export function figureBase(row: number): string {
   return `heatmap_row${row}`;
@@ -89,7 +121,11 @@ export function fmtProb(p: number): string {
   return p >= 1e-3 ? p.toFixed(4) : p.toExponential(3);
 }
 
-export function heatmapFigure(p: HeatmapPrompt, cells: HeatmapCell[], opts: { k: number; model: string; nLayer: number }): TopLevelSpec {
+export function heatmapFigure(
+  p: HeatmapPrompt,
+  cells: HeatmapCell[],
+  opts: { k: number; model: string; nLayer: number; heads: string; conv: boolean; unitName: string },
+): TopLevelSpec {
   const labels = tokenLabels(p.tokens);
   const values = cells.map((c) => ({
     position: c.position,
@@ -107,7 +143,8 @@ export function heatmapFigure(p: HeatmapPrompt, cells: HeatmapCell[], opts: { k:
       text: p.prompt,
       subtitle: [
         `p(${JSON.stringify(p.target)}) without knockout = ${fmtProb(p.baseProb)}   ·   row ${p.row}   ·   ${opts.model}`,
-        `cell: p(${JSON.stringify(p.target)}) with the edge last → token blocked in layers [l, l + ${opts.k})`,
+        `cell: p(${JSON.stringify(p.target)}) with the edge token → last blocked in layers [l, l + ${opts.k})` +
+        (opts.heads === "all" ? "" : `, ${opts.unitName}s ${opts.heads}`) + (opts.conv ? ", conv path cut too" : ""),
       ],
       anchor: "start",
     },
@@ -148,8 +185,8 @@ export function heatmapFigure(p: HeatmapPrompt, cells: HeatmapCell[], opts: { k:
 
 export default defineStage<HeatmapParams>({
   name: "04_heatmap",
-  title: "Heatmaps: p(true) with the edge last → each position blocked, per window of layers",
-  version: "1",
+  title: "Heatmaps: p(true) with the edge position → last blocked, per position and window of layers",
+  version: "2",
   module: import.meta.url,
   inputs: { dataset: true, tokenizer: true, model: true, stages: ["01_construct"] },
   params: {
@@ -159,19 +196,25 @@ export default defineStage<HeatmapParams>({
       doc: "study (the four prompts of the study), all (every selected row), rows like 4342,19230, or prompt texts separated by |",
     },
     k: { type: "int", default: 5, min: 1, doc: "window size (layers)" },
-    filter: { type: "string", default: "both-correct", choices: ["both-correct", "all"], doc: "skip prompts that a mode got wrong in 01_construct, or keep all" },
+    heads: { type: "string", default: "all", doc: "the heads knocked out: all, fast:a/b, slow:a/b, not-fast:a/b, not-slow:a/b, only:i+j-k" },
+    conv: { type: "boolean", default: false, doc: "cut the conv1d path from the token into the last position too" },
+    filter: { type: "string", default: "both-correct", choices: PROMPT_FILTERS, doc: PROMPT_FILTER_DOC },
     group_prompts: { type: "int", default: 4, min: 1, max: 4096, doc: "prompts per fast-path call (and per saved step of progress)" },
   },
   outputs: ["heatmap.parquet", "heatmaps.md"],
+  check(P) {
+    parseSelector(P.heads, "04_heatmap.heads");
+  },
 
   async run(ctx: StageContext<HeatmapParams>) {
     const P = ctx.params;
     const choice = parsePromptChoice(P.prompts);
     const up = ctx.upstream("01_construct");
-    const { scan, attention } = await readConstruct(up);
+    const construct = await readConstruct(up);
+    const attention = construct.attention;
     const ds = await ctx.dataset();
     const tok = await ctx.tokenizer();
-    const selected = ctx.rows.filter((r) => attention.has(r) && scan.has(r));
+    const selected = constructedRows(ctx.rows, construct);
     const rowIndex = new Map(ctx.rows.map((r, i) => [r, i]));
     const text = (row: number) => String(ds.rows[rowIndex.get(row)!]?.prompt ?? "");
 
@@ -194,12 +237,8 @@ export default defineStage<HeatmapParams>({
         else if (!wanted.includes(r)) wanted.push(r);
       }
     }
-    const chosen: number[] = [];
-    for (const r of wanted) {
-      if (P.filter === "both-correct" && !(scan.get(r)!.hit && attention.get(r)!.hit)) {
-        notes.push(`row ${r} ("${text(r)}") is not predicted correctly in both modes`);
-      } else chosen.push(r);
-    }
+    const { kept: chosen, failed } = applyFilter(P.filter as PromptFilter, wanted, { construct });
+    for (const f of failed) notes.push(`row ${f.row} ("${text(f.row)}") ${f.why}`);
     for (const n of notes) ctx.log(`skipped: ${n}`);
     if (chosen.length === 0) {
       throw new UserError(
@@ -209,8 +248,12 @@ export default defineStage<HeatmapParams>({
     }
 
     const loaded = await ctx.model();
-    const nLayer = loaded.model.info.nLayer;
+    const model: LanguageModel = loaded.model;
+    const nLayer = model.info.nLayer;
     layerWindows(nLayer, P.k, "start"); // k larger than the model's layers: one clear error
+    const units = parseSelector(P.heads, "04_heatmap.heads");
+    const heads = formatUnitSelector(units);
+    checkKnockoutsApply(model, { heads: [units], conv: [P.conv] }, "04_heatmap");
     const prompts: HeatmapPrompt[] = chosen.map((row) => {
       const a: ConstructRow = attention.get(row)!;
       return {
@@ -223,7 +266,7 @@ export default defineStage<HeatmapParams>({
         baseProb: a.true_prob,
       };
     });
-    const configs = new Map<number, HeatmapConfig[]>(prompts.map((p) => [p.row, heatmapConfigs(nLayer, p.ids.length, P.k)]));
+    const configs = new Map<number, HeatmapConfig[]>(prompts.map((p) => [p.row, heatmapConfigs(nLayer, p.ids.length, P.k, { units, conv: P.conv })]));
     const jobs: KnockoutJob[] = prompts.map((p) => ({ row: p.row, ids: p.ids, target: p.trueId, configs: configs.get(p.row)! }));
 
     // 2. the knockouts
@@ -247,40 +290,28 @@ export default defineStage<HeatmapParams>({
         window_end: c.end,
         true_prob: rec.p[i],
         base_prob: p.baseProb,
-        relative_change: ((rec.p[i] - p.baseProb) * 100) / p.baseProb,
+        relative_change: relativeChange(rec.p[i], p.baseProb),
         hit: rec.pred[i] === p.trueId,
+        heads,
+        conv: P.conv,
       }));
       byPrompt.set(p.row, mine);
       cells.push(...mine);
     }
-    const col = <K extends keyof HeatmapCell>(name: K, type: "INT32" | "DOUBLE" | "STRING" | "BOOLEAN") => ({
-      name,
-      type,
-      data: cells.map((c) => c[name]),
-      nullable: false,
-    });
-    await writeParquet(join(ctx.dir, "heatmap.parquet"), [
-      col("row", "INT32"),
-      col("k", "INT32"),
-      col("position", "INT32"),
-      col("token", "STRING"),
-      col("window_start", "INT32"),
-      col("window_end", "INT32"),
-      col("true_prob", "DOUBLE"),
-      col("base_prob", "DOUBLE"),
-      col("relative_change", "DOUBLE"),
-      col("hit", "BOOLEAN"),
-    ], { "mamba_explain.stage": "04_heatmap", "mamba_explain.cache_key": ctx.cacheKey });
+    await writeTable(join(ctx.dir, "heatmap.parquet"), CELL_FIELDS, cells, { "mamba_explain.stage": "04_heatmap", "mamba_explain.cache_key": ctx.cacheKey });
 
     // figures of an earlier run in this folder (other prompts) would be mistaken for this run's
-    for await (const e of Deno.readDir(ctx.dir)) {
-      if (e.isFile && /^heatmap_row\d+\.(png|svg|vl\.json)$/.test(e.name)) await Deno.remove(join(ctx.dir, e.name));
-    }
-    const model = up.manifest.inputs.model?.id ?? "?";
+    await removeStaleFigures(ctx.dir, /^heatmap_row\d+\.(png|svg|vl\.json)$/, []);
+    const modelId = up.manifest.inputs.model?.id ?? "?";
     const figures: string[] = [];
-    const md = [`# Heatmaps: blocking last → one position over windows of ${P.k} layers`, ``, `Model \`${model}\`.`, ``];
+    const md = [
+      `# Heatmaps: blocking one position → last over windows of ${P.k} layers`,
+      ``,
+      `Model \`${modelId}\`; ${model.info.unitName}s knocked out: ${heads}; conv path ${P.conv ? "cut too" : "open"}.`,
+      ``,
+    ];
     for (const p of prompts) {
-      const files = await writeFigure(ctx.dir, figureBase(p.row), heatmapFigure(p, byPrompt.get(p.row)!, { k: P.k, model, nLayer }));
+      const files = await writeFigure(ctx.dir, figureBase(p.row), heatmapFigure(p, byPrompt.get(p.row)!, { k: P.k, model: modelId, nLayer, heads, conv: P.conv, unitName: model.info.unitName }));
       figures.push(...files);
       md.push(`## ${p.prompt}`, ``, `Row ${p.row}; p(${JSON.stringify(p.target)}) without knockout = ${fmtProb(p.baseProb)}.`, ``);
       md.push(`![${p.prompt}](${figureBase(p.row)}.png)`, ``);

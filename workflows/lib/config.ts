@@ -2,7 +2,7 @@
 // Paths in the file are relative to the file; paths given as flags are relative to the
 // working directory. Every key is checked: a misspelt key is an error, never silently ignored.
 
-import { dirname, isAbsolute, resolve } from "node:path";
+import { dirname, isAbsolute, relative, resolve } from "node:path";
 import { UserError } from "./errors.ts";
 import type { Params, ParamSpec, StageDef } from "./stage.ts";
 
@@ -86,6 +86,12 @@ export function resolveModel(model: string, base: string): string {
   }
 }
 
+/** A path as the user would write it: relative to the working directory when under it, else absolute. */
+export function relOrAbs(p: string): string {
+  const r = relative(Deno.cwd(), p);
+  return r.startsWith("..") ? p : r;
+}
+
 function knownList(xs: Iterable<string>): string {
   return [...xs].join(", ");
 }
@@ -163,6 +169,8 @@ export async function loadConfig(
     if (!spec) throw new UserError(`--set ${item}: stage ${name} has no parameter "${k}"; its parameters are ${knownList(Object.keys(def.params)) || "(none)"}`);
     stageParams[name][k] = checkParam(`--set`, `${name}.${k}`, spec, parseFlagValue(spec, v));
   }
+
+  for (const s of stages) s.check?.(stageParams[s.name]);
 
   const model = over.model ? resolveModel(over.model, cwd) : str("model") ? resolveModel(str("model")!, base) : undefined;
   if (!model) throw new UserError(`no model: set "model" in ${shown} or pass --model`);

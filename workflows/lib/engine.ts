@@ -40,6 +40,25 @@ export async function loadModel(ckpt: Checkpoint, opts: { dtype?: "f32" | "f16" 
   return { model, gpu, adapterInfo: gpu.adapterInfo, lost: () => isLost, becameLost };
 }
 
+/** Times a lost device is replaced for the same piece of work before the error is given up on. */
+export const MAX_DEVICE_RETRIES = 3;
+
+/**
+ * Run `work` on the model; when it fails because the device was lost (driver reset, GPU fell off
+ * the bus), get a new device and model from `model()` and run the same work again, up to
+ * MAX_DEVICE_RETRIES times. Any other error is thrown at once.
+ */
+export async function withDevice<T>(model: () => Promise<LoadedModel>, work: (loaded: LoadedModel) => Promise<T>): Promise<T> {
+  for (let attempt = 0;; attempt++) {
+    const loaded = await model();
+    try {
+      return await work(loaded);
+    } catch (e) {
+      if (attempt >= MAX_DEVICE_RETRIES || !(await loaded.becameLost())) throw e;
+    }
+  }
+}
+
 export function unloadModel(m: LoadedModel): void {
   try {
     m.model.destroy();

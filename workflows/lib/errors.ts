@@ -7,7 +7,7 @@ export class UserError extends Error {
 }
 
 /** Errors from the engine whose messages are already written for users. */
-const USER_FACING = new Set(["UserError", "CheckpointError", "ConfigError", "GpuError", "TokenizerError"]);
+const USER_FACING = new Set(["UserError", "CheckpointError", "ConfigError", "GpuError", "TokenizerError", "InputError"]);
 
 export function isUserFacing(e: unknown): boolean {
   return e instanceof Error && USER_FACING.has(e.name);

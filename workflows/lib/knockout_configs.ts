@@ -1,10 +1,11 @@
-// Knockout configurations of the two experiments: windows of layers, blocks of edges into the
-// last position, and the lists of (window, columns) that the fast path (engine/knockout.ts) runs.
+// Knockout configurations of the two experiments: windows of layers, flows of edges between token
+// sets (engine/flows.ts), head selectors (engine/arch.ts), the conv path, and the list of knockouts
+// per prompt that the exact fast path (model.knockouts) runs.
 
+import { formatUnitSelector, type KnockoutSpec, parseUnitSelector, type UnitSelector } from "../../engine/arch.ts";
+import { type Flow, flowEdges, parseFlow } from "../../engine/flows.ts";
 import { UserError } from "./errors.ts";
-
-export const BLOCKS = ["last", "subject", "relation"] as const;
-export type Block = typeof BLOCKS[number];
+import { parseList } from "./params.ts";
 
 export const WINDOW_CONVENTIONS = ["start", "centred"] as const;
 export type WindowConvention = typeof WINDOW_CONVENTIONS[number];
@@ -13,6 +14,8 @@ export type WindowConvention = typeof WINDOW_CONVENTIONS[number];
 export interface LayerWindow {
   /** the window's start layer (convention `start`) or its centre layer (convention `centred`) */
   at: number;
+  /** `at` as % of the model's layers (100 · at / n_layer), to draw models of different depths together */
+  depth: number;
   start: number;
   end: number;
 }
@@ -25,75 +28,98 @@ export interface LayerWindow {
 export function layerWindows(nLayer: number, k: number, convention: WindowConvention = "start"): LayerWindow[] {
   if (!Number.isInteger(k) || k < 1) throw new UserError(`window size ${k} must be a positive integer`);
   if (k > nLayer) throw new UserError(`window size k=${k} is larger than the model's ${nLayer} layers; use k <= ${nLayer}`);
-  if (convention === "start") return Array.from({ length: nLayer - k + 1 }, (_, l) => ({ at: l, start: l, end: l + k }));
+  const depth = (l: number) => (100 * l) / nLayer;
+  if (convention === "start") return Array.from({ length: nLayer - k + 1 }, (_, l) => ({ at: l, depth: depth(l), start: l, end: l + k }));
   const half = Math.floor(k / 2);
-  return Array.from({ length: nLayer }, (_, l) => ({ at: l, start: Math.max(0, l - half), end: Math.min(nLayer, l - half + k) }));
+  return Array.from({ length: nLayer }, (_, l) => ({ at: l, depth: depth(l), start: Math.max(0, l - half), end: Math.min(nLayer, l - half + k) }));
 }
 
-/** Parse a list of window sizes such as "9,15" (distinct, in the order given). */
+/** Parse a list of window sizes such as "9,15" (in the order given; each once). */
 export function parseWindowSizes(spec: string, what = "k"): number[] {
-  const parts = spec.split(",").map((s) => s.trim()).filter((s) => s !== "");
-  const out: number[] = [];
-  for (const p of parts) {
-    if (!/^\d+$/.test(p) || Number(p) < 1) throw new UserError(`${what}: "${p}" is not a positive integer; give window sizes like 9,15`);
-    if (!out.includes(Number(p))) out.push(Number(p));
-  }
-  if (out.length === 0) throw new UserError(`${what} is empty; give window sizes like 9,15`);
-  return out;
+  return parseList(spec, what, "9,15", (p) => {
+    if (!/^\d+$/.test(p) || Number(p) < 1) throw new Error(`"${p}" is not a positive integer; give window sizes like 9,15`);
+    return { value: Number(p), text: String(Number(p)) };
+  });
 }
 
-/**
- * The columns s of the last row (edges last → s) that a block removes.
- * - `last`: the last position itself;
- * - `subject`: every subject token;
- * - `relation`: every position not in the subject (the last included, as in the seed, unless
- *   `relationLast` is false).
- */
-export function blockColumns(block: Block, nTokens: number, subject: number[], relationLast = true): number[] {
-  const last = nTokens - 1;
-  switch (block) {
-    case "last":
-      return [last];
-    case "subject":
-      return [...subject];
-    case "relation": {
-      const inSubject = new Set(subject);
-      const cols: number[] = [];
-      for (let s = 0; s < nTokens; s++) if (!inSubject.has(s) && (relationLast || s !== last)) cols.push(s);
-      return cols;
-    }
+/** A knockout of one prompt: edges blocked in layers [start, end), in the selected units, with or without the conv path. */
+export type PromptKnockout = KnockoutSpec;
+
+/** The flows of a list parameter such as `last<-subject,last<-relation` (each once, canonical text). */
+export function parseFlows(spec: string, what = "flows"): Flow[] {
+  return parseList(spec, what, DEFAULT_FLOWS, (t) => {
+    const f = parseFlow(t);
+    return { value: f, text: f.text };
+  });
+}
+
+/** The head (unit) selectors of a list parameter such as `all,not-fast:1/3` (each once). */
+export function parseSelectors(spec: string, what = "heads"): UnitSelector[] {
+  return parseList(spec, what, "all,not-fast:1/3,not-slow:1/3", (t) => {
+    const sel = parseUnitSelector(t);
+    return { value: sel, text: formatUnitSelector(sel) };
+  });
+}
+
+/** One selector (04_heatmap's `heads`). */
+export function parseSelector(text: string, what = "heads"): UnitSelector {
+  try {
+    return parseUnitSelector(text);
+  } catch (e) {
+    throw new UserError(`${what}: ${(e as Error).message}`);
   }
 }
 
-/** One knockout of a prompt, with the labels that go into the tables. */
-export interface PromptKnockout {
-  start: number;
-  end: number;
-  cols: number[];
+/** The seed's three flows into the last position (today's default of 03_info_flow). */
+export const DEFAULT_FLOWS = "last<-last,last<-subject,last<-relation";
+
+/** What 03_info_flow sweeps: every combination of these. */
+export interface InfoFlowAxes {
+  ks: number[];
+  flows: Flow[];
+  heads: UnitSelector[];
+  conv: boolean[];
+  convention: WindowConvention;
 }
 
 export interface InfoFlowConfig extends PromptKnockout {
   k: number;
-  block: Block;
+  flow: Flow;
+  /** the selector's canonical text */
+  heads: string;
+  conv: boolean;
   window: LayerWindow;
 }
 
-/** Every (k, block, window) of the info-flow experiment for one prompt, in a fixed order. */
+/**
+ * Every (k, flow, heads, conv, window) of the info-flow experiment for one prompt, in that order;
+ * a flow that blocks no edge of this prompt has no configuration (`skipped` lists it).
+ */
 export function infoFlowConfigs(
   nLayer: number,
   nTokens: number,
   subject: number[],
-  opts: { ks: number[]; convention: WindowConvention; relationLast: boolean },
-): InfoFlowConfig[] {
-  const out: InfoFlowConfig[] = [];
-  for (const k of opts.ks) {
-    const windows = layerWindows(nLayer, k, opts.convention);
-    for (const block of BLOCKS) {
-      const cols = blockColumns(block, nTokens, subject, opts.relationLast);
-      for (const w of windows) out.push({ k, block, window: w, start: w.start, end: w.end, cols });
-    }
+  axes: InfoFlowAxes,
+): { configs: InfoFlowConfig[]; skipped: Flow[] } {
+  const configs: InfoFlowConfig[] = [];
+  const skipped: Flow[] = [];
+  const edges = axes.flows.map((f) => flowEdges(f, nTokens, subject));
+  const headsText = axes.heads.map(formatUnitSelector);
+  axes.flows.forEach((f, i) => {
+    if (edges[i].length === 0) skipped.push(f);
+  });
+  for (const k of axes.ks) {
+    const windows = layerWindows(nLayer, k, axes.convention);
+    axes.flows.forEach((flow, i) => {
+      if (edges[i].length === 0) return;
+      axes.heads.forEach((units, h) => {
+        for (const conv of axes.conv) {
+          for (const w of windows) configs.push({ k, flow, heads: headsText[h], conv, window: w, start: w.start, end: w.end, edges: edges[i], units });
+        }
+      });
+    });
   }
-  return out;
+  return { configs, skipped };
 }
 
 export interface HeatmapConfig extends PromptKnockout {
@@ -101,12 +127,12 @@ export interface HeatmapConfig extends PromptKnockout {
   window: LayerWindow;
 }
 
-/** Every (position, window start) of the heatmap experiment for one prompt: last → position blocked. */
-export function heatmapConfigs(nLayer: number, nTokens: number, k: number): HeatmapConfig[] {
+/** Every (position, window start) of the heatmap experiment for one prompt: the edge position → last blocked. */
+export function heatmapConfigs(nLayer: number, nTokens: number, k: number, opts: { units: UnitSelector; conv: boolean }): HeatmapConfig[] {
   const windows = layerWindows(nLayer, k, "start");
   const out: HeatmapConfig[] = [];
   for (let position = 0; position < nTokens; position++) {
-    for (const w of windows) out.push({ position, window: w, start: w.start, end: w.end, cols: [position] });
+    for (const w of windows) out.push({ position, window: w, start: w.start, end: w.end, edges: [[nTokens - 1, position]], units: opts.units, conv: opts.conv });
   }
   return out;
 }

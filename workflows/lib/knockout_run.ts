@@ -1,38 +1,31 @@
-// Shared machinery of the knockout stages (03_info_flow, 04_heatmap): reading 01_construct's
-// tables, and running the knockouts of many prompts through the exact fast path
-// (engine/knockout.ts) in fixed groups, with progress saved per group of prompts so that an
-// interrupted run resumes to the same result.
+// Shared machinery of the knockout stages (03_info_flow, 04_heatmap): running the knockouts of
+// many prompts through the exact fast path (model.knockouts) in fixed groups, with progress
+// saved per group of prompts so that an interrupted run resumes to the same result.
 
 import { join } from "node:path";
-import type { KnockoutConfig, LanguageModel } from "../../engine/arch.ts";
+import type { KnockoutConfig, LanguageModel, UnitSelector } from "../../engine/arch.ts";
 import type { PromptKnockout } from "./knockout_configs.ts";
-import { readParquet } from "./parquet.ts";
+import { withDevice } from "./engine.ts";
+import { errorLine, UserError } from "./errors.ts";
+import { fixedGroups } from "./groups.ts";
 import { RowLog } from "./resume.ts";
-import type { StageContext, UpstreamOutputs } from "./stage.ts";
+import type { StageContext } from "./stage.ts";
 
-/** What 01_construct says about one row in one mode. */
-export interface ConstructRow {
-  row: number;
-  ids: number[];
-  true_id: number;
-  true_prob: number;
-  max_prob: number;
-  pred_id: number;
-  hit: boolean;
-}
-
-/** Both modes of 01_construct, by row. */
-export async function readConstruct(up: UpstreamOutputs): Promise<{ scan: Map<number, ConstructRow>; attention: Map<number, ConstructRow> }> {
-  const read = async (mode: string) => {
-    const t = await readParquet(up.file(`construct_${mode}.parquet`), {
-      columns: ["row", "ids", "true_id", "true_prob", "max_prob", "pred_id", "hit"],
-    });
-    return new Map(t.rows.map((r) => {
-      const x = r as unknown as ConstructRow;
-      return [x.row, { ...x, ids: Array.from(x.ids as ArrayLike<number>, Number) }];
-    }));
-  };
-  return { scan: await read("scan"), attention: await read("attention") };
+/**
+ * Refuse, before anything runs, head selectors that cannot apply to the model (e.g. a decay
+ * ranking on a family without decays) and a conv knockout on a family without a conv path.
+ */
+export function checkKnockoutsApply(model: LanguageModel, opts: { heads: UnitSelector[]; conv: boolean[] }, stage: string): void {
+  for (const sel of opts.heads) {
+    try {
+      for (let layer = 0; layer < model.info.nLayer; layer++) model.selectUnits(layer, sel);
+    } catch (e) {
+      throw new UserError(`${stage}.heads: ${errorLine(e)}`);
+    }
+  }
+  if (opts.conv.includes(true) && model.info.convWidth === 0) {
+    throw new UserError(`${stage}.conv: ${model.info.family} models have no conv path to cut; use conv=false`);
+  }
 }
 
 /** One prompt's knockouts. */
@@ -51,19 +44,6 @@ export interface KnockoutRecord {
   p: number[]; // p(target) per configuration
   pred: number[]; // argmax per configuration
 }
-
-/**
- * Fixed groups of prompts: sorted by length (then row) and cut every `size`. They depend only on
- * the jobs and the size, so a resumed run recomputes exactly the groups a whole run would have.
- */
-export function fixedGroups<T extends { row: number; ids: number[] }>(jobs: T[], size: number): T[][] {
-  const sorted = [...jobs].sort((a, b) => a.ids.length - b.ids.length || a.row - b.row);
-  const out: T[][] = [];
-  for (let i = 0; i < sorted.length; i += size) out.push(sorted.slice(i, i + size));
-  return out;
-}
-
-const MAX_DEVICE_RETRIES = 3;
 
 /**
  * Run every job's knockouts (all configurations of a group of prompts in one fast-path call),
@@ -92,34 +72,30 @@ export async function runKnockoutJobs(
       ctx.checkInterrupted(`${log.done.size}/${jobs.length} prompts`);
       const configs: KnockoutConfig[] = [];
       group.forEach((j, pi) => {
-        const last = j.ids.length - 1;
-        for (const c of j.configs) configs.push({ prompt: pi, start: c.start, end: c.end, edges: c.cols.map((s) => [last, s]), target: j.target });
+        for (const c of j.configs) configs.push({ prompt: pi, target: j.target, start: c.start, end: c.end, edges: c.edges, units: c.units, conv: c.conv });
       });
-      let run: Awaited<ReturnType<LanguageModel["knockouts"]>> | undefined;
-      for (let attempt = 0; !run; attempt++) {
-        const loaded = await ctx.model();
+      const run = await withDevice(() => ctx.model(), async (loaded) => {
         let ticked = 0;
         try {
-          run = await loaded.model.knockouts(group.map((j) => j.ids), group.map((j) => j.target), configs, (n) => {
+          return await loaded.model.knockouts(group.map((j) => j.ids), group.map((j) => j.target), configs, (n) => {
             bar.tick(n - ticked);
             ticked = n;
           });
         } catch (e) {
-          bar.tick(-ticked);
-          // a lost device (driver reset, GPU fell off the bus): new device, same group
-          if (!loaded.lost() || attempt >= MAX_DEVICE_RETRIES) throw e;
+          bar.tick(-ticked); // the group is redone or the stage ends: its knockouts are not done
+          throw e;
         }
-      }
+      });
       const records: KnockoutRecord[] = [];
       let c0 = 0;
       group.forEach((j, pi) => {
-        const res = run!.results.slice(c0, c0 + j.configs.length);
+        const res = run.results.slice(c0, c0 + j.configs.length);
         c0 += j.configs.length;
         if (log.has(j.row)) return;
         records.push({
           row: j.row,
-          base_prob: run!.base[pi].trueProb,
-          base_pred: run!.base[pi].predId,
+          base_prob: run.base[pi].trueProb,
+          base_pred: run.base[pi].predId,
           p: res.map((s) => s.trueProb),
           pred: res.map((s) => s.predId),
         });

@@ -74,6 +74,36 @@ export async function writeParquet(path: string, columns: Column[], kvMetadata?:
   await writeFileAtomic(path, encodeParquet(columns, kvMetadata));
 }
 
+/**
+ * One column of a table of records: its name, type, and where its values come from (the record's
+ * field of the same name unless `value` says otherwise). Columns of records are not nullable unless
+ * `nullable` says so.
+ */
+export interface Field<T> {
+  name: string;
+  type: ColumnType;
+  nullable?: boolean;
+  value?: (record: T) => unknown;
+}
+
+/** The columns of a table with one row per record, in the order of `fields`. */
+export function tableColumns<T>(fields: readonly Field<T>[], records: readonly T[]): Column[] {
+  return fields.map((f) => {
+    const get = f.value ?? ((r: T) => (r as Record<string, unknown>)[f.name]);
+    return { name: f.name, type: f.type, nullable: f.nullable ?? false, data: records.map(get) };
+  });
+}
+
+/** Write one row per record, the columns described by `fields` (atomically). */
+export async function writeTable<T>(
+  path: string,
+  fields: readonly Field<T>[],
+  records: readonly T[],
+  kvMetadata?: Record<string, string>,
+): Promise<void> {
+  await writeParquet(path, tableColumns(fields, records), kvMetadata);
+}
+
 export interface Table {
   numRows: number;
   columns: string[]; // names in file order

@@ -88,3 +88,14 @@ export async function writeFigure(dir: string, base: string, spec: TopLevelSpec)
   await writeFileAtomic(join(dir, files[2]), png);
   return files;
 }
+
+/**
+ * Remove the figures in `dir` whose names match `pattern` but are not in `keep`: figures of an
+ * earlier run with other parameters would be taken for this run's.
+ */
+export async function removeStaleFigures(dir: string, pattern: RegExp, keep: Iterable<string>): Promise<void> {
+  const wanted = new Set(keep);
+  for await (const e of Deno.readDir(dir)) {
+    if (e.isFile && pattern.test(e.name) && !wanted.has(e.name)) await Deno.remove(join(dir, e.name));
+  }
+}

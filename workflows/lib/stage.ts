@@ -41,6 +41,11 @@ export interface StageDef<P extends Params = Params> {
   params: { [K in keyof P]: ParamSpec };
   /** Files the stage writes into its folder (relative names); a finished run has all of them. */
   outputs: string[] | ((params: P) => string[]);
+  /**
+   * Checks the parameters' values beyond their declared types (lists, selectors, ...) when the
+   * configuration is loaded, before anything runs: throws a UserError of one line naming the value.
+   */
+  check?(params: P): void;
   run(ctx: StageContext<P>): Promise<void>;
 }
 

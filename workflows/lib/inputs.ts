@@ -1,0 +1,105 @@
+// The inputs shared by the stages of one pipeline run, each read or loaded once, when first needed:
+// the dataset table and its hash, the tokenizer and its hash, the checkpoint (its content identity
+// goes into the cache keys) and the model on the GPU (reloaded after a lost device).
+
+import { loadTokenizer, type TextTokenizer } from "../../engine/tokenizer.ts";
+import { exists } from "./atomic.ts";
+import { relOrAbs, type StudyConfig } from "./config.ts";
+import { type Checkpoint, type LoadedModel, loadModel, openModel, unloadModel } from "./engine.ts";
+import { errorLine, UserError } from "./errors.ts";
+import { hashFile } from "./hash.ts";
+import { readParquet, type Table } from "./parquet.ts";
+
+/** Shared inputs of one pipeline invocation, each read or loaded once, when first needed. */
+export class RunInputs {
+  table?: Table;
+  datasetSha?: string;
+  tokenizerSha?: string;
+  ckpt?: Checkpoint;
+  ckptError?: string;
+  private tok?: Promise<TextTokenizer>;
+  private loaded?: LoadedModel;
+  private loading?: Promise<LoadedModel>;
+
+  constructor(readonly cfg: StudyConfig, readonly dryRun: boolean, readonly verify = false) {}
+
+  async readDataset(): Promise<Table> {
+    if (this.table) return this.table;
+    const p = this.cfg.dataset;
+    if (!(await exists(p))) {
+      throw new UserError(`dataset ${relOrAbs(p)} does not exist; pass --dataset FILE or fix "dataset" in the config`);
+    }
+    this.table = await readParquet(p);
+    this.datasetSha = await hashFile(p);
+    return this.table;
+  }
+
+  async tokenizerHash(): Promise<string> {
+    if (this.tokenizerSha) return this.tokenizerSha;
+    const p = this.cfg.tokenizer;
+    if (!(await exists(p))) throw new UserError(`tokenizer ${relOrAbs(p)} does not exist; pass --tokenizer FILE or fix "tokenizer" in the config`);
+    // a FIFO or device would block the hash below: only a regular file can be a tokenizer
+    if (!(await Deno.stat(p)).isFile) throw new UserError(`tokenizer ${relOrAbs(p)} is not a regular file; point --tokenizer at the file itself`);
+    this.tokenizerSha = await hashFile(p);
+    return this.tokenizerSha;
+  }
+
+  tokenizer(): Promise<TextTokenizer> {
+    this.tok ??= loadTokenizer(this.cfg.tokenizer);
+    return this.tok;
+  }
+
+  /** Open the checkpoint (not the weights): its content identity goes into the cache keys. */
+  async checkpoint(): Promise<Checkpoint | undefined> {
+    if (this.ckpt || this.ckptError) return this.ckpt;
+    const local = this.cfg.model.startsWith("/");
+    try {
+      this.ckpt = await openModel(this.cfg.model, { offline: this.dryRun, verify: this.verify });
+    } catch (e) {
+      // a dry run does not download: a hub model not cached yet is "would run", not an error
+      if (this.dryRun && !local) {
+        this.ckptError = errorLine(e);
+        return undefined;
+      }
+      throw new UserError(aboutModel("cannot open model", this.cfg.model, errorLine(e)));
+    }
+    return this.ckpt;
+  }
+
+  async model(log: (m: string) => void): Promise<LoadedModel> {
+    if (this.loaded && !this.loaded.lost()) return this.loaded;
+    if (this.loaded) {
+      log("the GPU device was lost; creating a new device and reloading the model");
+      unloadModel(this.loaded);
+      this.loaded = undefined;
+      this.loading = undefined;
+    }
+    const ckpt = await this.checkpoint();
+    if (!ckpt) throw new UserError(`model ${this.cfg.model} is not available: ${this.ckptError}`);
+    this.loading ??= loadModel(ckpt, { dtype: this.cfg.dtype }).catch((e) => {
+      this.loading = undefined;
+      throw new UserError(aboutModel("cannot load model", this.cfg.model, errorLine(e)));
+    });
+    this.loaded = await this.loading;
+    return this.loaded;
+  }
+
+  adapterInfo(): string | undefined {
+    return this.loaded?.adapterInfo;
+  }
+
+  close(): void {
+    if (this.loaded) unloadModel(this.loaded);
+    try {
+      this.ckpt?.close();
+    } catch {
+      // already closed
+    }
+  }
+}
+
+/** "cannot open model X: why", without naming X twice when the reason already does. */
+export function aboutModel(what: string, model: string, why: string): string {
+  return why.includes(model) ? `${what}: ${why}` : `${what} ${model}: ${why}`;
+}
+

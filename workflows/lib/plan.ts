@@ -1,0 +1,232 @@
+// Planning a pipeline run: which stages are selected (--only, --from) and which others they read,
+// each stage's key material and cache key, and whether it runs, with the reasons in words.
+// Nothing here runs a stage or writes a file.
+
+import { basename, join, relative } from "node:path";
+import { REPO_ROOT, relOrAbs, type StudyConfig } from "./config.ts";
+import { UserError } from "./errors.ts";
+import { hashModuleTree, hashValue, sha256 } from "./hash.ts";
+import type { RunInputs } from "./inputs.ts";
+import { engineSha256, outputProblems, readManifest } from "./manifest.ts";
+import { formatRows } from "./rows.ts";
+import type { KeyMaterial, Manifest, Params, StageDef } from "./stage.ts";
+
+export function outputsOf(def: StageDef, params: Params): string[] {
+  // deno-lint-ignore no-explicit-any
+  return typeof def.outputs === "function" ? (def.outputs as any)(params) : def.outputs;
+}
+
+/** Check the registry: names match NN_name, upstream stages exist and come earlier. */
+export function checkStages(stages: StageDef[]): void {
+  const seen = new Set<string>();
+  for (const s of stages) {
+    if (!/^\d\d_[a-z0-9_]+$/.test(s.name)) throw new Error(`stage name ${s.name} is not of the form NN_name`);
+    for (const up of s.inputs.stages ?? []) {
+      if (!seen.has(up)) throw new Error(`stage ${s.name} reads ${up}, which is not an earlier stage`);
+    }
+    seen.add(s.name);
+  }
+}
+
+/** Which stages the flags select, and every stage whose key is needed (the selected ones and what they read). */
+export interface Selection {
+  selected: Set<string>;
+  /** the stages to plan, in registry order */
+  stages: StageDef[];
+  /** --from STAGE */
+  from?: string;
+  force: boolean;
+}
+
+export function selectStages(all: StageDef[], flags: { only?: string[]; from?: string; force?: boolean }): Selection {
+  checkStages(all);
+  const names = all.map((s) => s.name);
+  const known = names.join(", ");
+  for (const n of flags.only ?? []) {
+    if (!names.includes(n)) throw new UserError(`unknown stage "${n}"; stages are ${known}`);
+  }
+  if (flags.from !== undefined && !names.includes(flags.from)) throw new UserError(`unknown stage "${flags.from}"; stages are ${known}`);
+  if (flags.from !== undefined && flags.only?.length) throw new UserError("use either --only or --from, not both");
+  const fromIdx = flags.from !== undefined ? names.indexOf(flags.from) : -1;
+  const selected = new Set(flags.only?.length ? flags.only : fromIdx >= 0 ? names.slice(fromIdx) : names);
+  const needed = new Set<string>();
+  const addNeeded = (n: string) => {
+    if (needed.has(n)) return;
+    needed.add(n);
+    for (const up of all.find((s) => s.name === n)!.inputs.stages ?? []) addNeeded(up);
+  };
+  for (const n of selected) addNeeded(n);
+  return { selected, stages: all.filter((s) => needed.has(s.name)), from: flags.from, force: flags.force ?? false };
+}
+
+/** `state-spaces/mamba2-1.3b` → `mamba2-1.3b`; a folder → its name; plus the row selection when partial. */
+export function runName(model: string, rows: number[], totalRows: number): string {
+  const base = basename(model.replace(/[\\/]+$/, "")).replace(/[^A-Za-z0-9._-]/g, "_") || "model";
+  if (rows.length === totalRows) return base;
+  const spec = formatRows(rows);
+  return `${base}_rows-${spec.length <= 40 ? spec : sha256(spec).slice(0, 12)}`;
+}
+
+function modelIdForKey(model: string): string {
+  if (model.startsWith("/")) {
+    const rel = relative(REPO_ROOT, model);
+    return rel.startsWith("..") ? model : rel;
+  }
+  return model;
+}
+
+function fmtValue(v: unknown): string {
+  return typeof v === "string" ? JSON.stringify(v) : String(v);
+}
+
+/** Why `now` differs from what the manifest was made from (empty when the keys agree). */
+function keyDiff(old: Manifest, now: KeyMaterial): string[] {
+  const r: string[] = [];
+  if (old.version !== now.version) r.push(`code version changed (${old.version} → ${now.version})`);
+  else if (old.codeSha256 !== now.codeSha256) r.push(`code of ${now.stage}.ts or the workflow code it imports changed`);
+  const keys = new Set([...Object.keys(old.params ?? {}), ...Object.keys(now.params)]);
+  for (const k of [...keys].sort()) {
+    const a = old.params?.[k], b = now.params[k];
+    if (a !== b) r.push(`parameter ${k} changed (${a === undefined ? "unset" : fmtValue(a)} → ${b === undefined ? "unset" : fmtValue(b)})`);
+  }
+  const oi = old.inputs ?? {}, ni = now.inputs;
+  if (ni.dataset) {
+    if (oi.dataset?.sha256 !== ni.dataset.sha256) r.push("dataset changed");
+    if (oi.dataset?.rows !== ni.dataset.rows) r.push(`row selection changed (${oi.dataset?.rows ?? "?"} → ${ni.dataset.rows})`);
+  }
+  if (ni.tokenizer && oi.tokenizer?.sha256 !== ni.tokenizer.sha256) r.push("tokenizer changed");
+  if (ni.model) {
+    if (oi.model?.id !== ni.model.id) r.push(`model changed (${oi.model?.id ?? "?"} → ${ni.model.id})`);
+    else if (oi.model?.identity !== ni.model.identity) r.push("model weights changed");
+    if (oi.model?.dtype !== ni.model.dtype) r.push(`dtype changed (${oi.model?.dtype ?? "?"} → ${ni.model.dtype})`);
+  }
+  for (const [up, key] of Object.entries(ni.upstream ?? {})) {
+    if (oi.upstream?.[up] !== key) r.push(`upstream ${up} changed`);
+  }
+  return r;
+}
+
+/** The part of the key material that identifies the work (paths are left out: moving a file changes nothing). */
+export function cacheKeyOf(m: KeyMaterial): string {
+  const i = m.inputs;
+  return hashValue({
+    stage: m.stage,
+    version: m.version,
+    codeSha256: m.codeSha256,
+    params: m.params,
+    dataset: i.dataset ? { sha256: i.dataset.sha256, rows: i.dataset.rows } : undefined,
+    tokenizer: i.tokenizer ? { sha256: i.tokenizer.sha256 } : undefined,
+    model: i.model,
+    upstream: i.upstream,
+  });
+}
+
+/** What one stage of a run is made from, and whether it runs. */
+export interface Plan {
+  def: StageDef;
+  material: KeyMaterial;
+  key: string;
+  /** the stage's folder in the run folder */
+  dir: string;
+  selected: boolean;
+  run: boolean;
+  reasons: string[];
+  upToDate: boolean;
+  /** engine/ or kernels/ changed since the kept output was computed (not in the key: said, not rerun) */
+  engineChanged: boolean;
+}
+
+/** One model's run: where it writes and which rows it reads. */
+export interface RunTarget {
+  cfg: StudyConfig;
+  inputs: RunInputs;
+  runDir: string;
+  rows: number[];
+}
+
+/** A stage's key material: its code, parameters, inputs and upstream stages' keys. */
+async function keyMaterial(def: StageDef, t: RunTarget, upstreamKey: (stage: string) => string): Promise<KeyMaterial> {
+  const { cfg, inputs } = t;
+  const codeSha256 = await hashModuleTree(new URL(def.module).pathname, join(REPO_ROOT, "workflows") + "/");
+  const material: KeyMaterial = { stage: def.name, version: def.version, codeSha256, params: cfg.stages[def.name], inputs: {} };
+  if (def.inputs.dataset) {
+    material.inputs.dataset = { path: relOrAbs(cfg.dataset), sha256: inputs.datasetSha!, rows: formatRows(t.rows), rowCount: t.rows.length };
+  }
+  if (def.inputs.tokenizer) material.inputs.tokenizer = { path: relOrAbs(cfg.tokenizer), sha256: inputs.tokenizerSha! };
+  if (def.inputs.model) {
+    material.inputs.model = { id: modelIdForKey(cfg.model), identity: inputs.ckpt?.identity ?? "(not downloaded)", dtype: cfg.dtype };
+  }
+  if (def.inputs.stages?.length) material.inputs.upstream = Object.fromEntries(def.inputs.stages.map((u) => [u, upstreamKey(u)]));
+  return material;
+}
+
+/** Why a stage's kept output cannot be used (empty when it is up to date). */
+async function staleness(dir: string, def: StageDef, material: KeyMaterial, key: string): Promise<{ reasons: string[]; old: Manifest | null | "unreadable" }> {
+  const old = await readManifest(dir);
+  let reasons: string[];
+  if (old === null) reasons = ["no earlier output"];
+  else if (old === "unreadable") reasons = ["its manifest.json is unreadable"];
+  else if (old.cacheKey !== key) {
+    reasons = keyDiff(old, material);
+    if (reasons.length === 0) reasons = ["cache key changed"];
+  } else reasons = await outputProblems(dir, old, [...new Set([...outputsOf(def, material.params), ...Object.keys(old.outputs)])]);
+  return { reasons, old };
+}
+
+/** Plan every stage of the selection for one model's run, in registry order. */
+export async function planStages(sel: Selection, t: RunTarget): Promise<Map<string, Plan>> {
+  const plans = new Map<string, Plan>();
+  const names = sel.stages.map((s) => s.name);
+  for (const def of sel.stages) {
+    const material = await keyMaterial(def, t, (u) => plans.get(u)!.key);
+    const key = cacheKeyOf(material);
+    const dir = join(t.runDir, def.name);
+    const { reasons, old } = await staleness(dir, def, material, key);
+    if (def.inputs.model && !t.inputs.ckpt) reasons.push(`model not downloaded yet (${t.inputs.ckptError})`);
+    const upToDate = reasons.length === 0;
+    const isSel = sel.selected.has(def.name);
+    let run = false;
+    const why: string[] = [];
+    if (isSel) {
+      if (sel.force) why.push("forced (--force)");
+      else if (def.name === sel.from) why.push(`forced (--from ${sel.from})`);
+      why.push(...reasons);
+      for (const up of def.inputs.stages ?? []) {
+        const u = plans.get(up)!;
+        if (u.run && !why.some((w) => w.startsWith(`upstream ${up}`))) why.push(`upstream ${up} reruns`);
+      }
+      if (sel.from !== undefined && names.indexOf(def.name) > names.indexOf(sel.from) && why.length === 0) why.push(`after ${sel.from} (--from)`);
+      run = why.length > 0;
+    }
+    const engineChanged = upToDate && !!def.inputs.model && typeof old === "object" && old !== null &&
+      old.engine?.engineSha256 !== undefined && old.engine.engineSha256 !== await engineSha256();
+    plans.set(def.name, { def, material, key, dir, selected: isSel, run, reasons: isSel ? why : reasons, upToDate, engineChanged });
+  }
+  // a stage that is not selected but is read by one that runs must be up to date
+  for (const p of plans.values()) {
+    if (!p.run) continue;
+    for (const up of p.def.inputs.stages ?? []) {
+      const u = plans.get(up)!;
+      if (!u.selected && !u.upToDate) {
+        throw new UserError(
+          `${p.def.name} needs ${up}, which is not up to date (${u.reasons[0]}); run ${up} first (deno task stage ${up}) or the whole pipeline`,
+        );
+      }
+    }
+  }
+  return plans;
+}
+
+/** One line per selected stage: runs (and why) or skipped. */
+export function planLines(plans: Map<string, Plan>, dryRun: boolean): string[] {
+  const out: string[] = [];
+  for (const p of plans.values()) {
+    if (!p.selected) continue;
+    if (p.run) out.push(`${p.def.name}: ${dryRun ? "would run" : "runs"}: ${p.reasons.join("; ")}`);
+    else {
+      out.push(`${p.def.name}: up to date, skipped (cache key ${p.key.slice(0, 12)})` +
+        (p.engineChanged ? "; note: the engine code changed since it ran (--force recomputes it)" : ""));
+    }
+  }
+  return out;
+}

@@ -1,0 +1,56 @@
+// Running one planned stage: the model loaded before anything is written, the stage's folder
+// prepared, `run(ctx)`, then every output checked and hashed and the manifest written last (it
+// is what marks the outputs as finished), and the stage's resumable work removed.
+
+import { join } from "node:path";
+import { exists, removeStaleTemps, writeJsonAtomic } from "./atomic.ts";
+import { engineSha256, outputRecord } from "./manifest.ts";
+import { outputsOf, type Plan, type RunTarget } from "./plan.ts";
+import { makeStageContext, type RunSession } from "./stage_context.ts";
+import type { Manifest, OutputRecord, StageContext } from "./stage.ts";
+
+export interface StageRun {
+  ctx: StageContext;
+  manifest: Manifest;
+  wallS: number;
+}
+
+export async function runStage(plan: Plan, target: RunTarget, session: RunSession): Promise<StageRun> {
+  const def = plan.def;
+  const dir = plan.dir;
+  const t0 = performance.now();
+  // load the model before anything is written: a model that cannot be loaded leaves earlier outputs as they were
+  if (def.inputs.model) await target.inputs.model((m) => session.say(`${def.name}: ${m}`));
+  await Deno.mkdir(dir, { recursive: true });
+  await removeStaleTemps(dir);
+  const ctx = makeStageContext(plan, target, session);
+  await def.run(ctx);
+  // a stage that finished is recorded as finished, even when a stop was asked for meanwhile
+  const outputs: Record<string, OutputRecord> = {};
+  for (const f of new Set([...outputsOf(def, ctx.params), ...(ctx.extraOutputs ?? [])])) {
+    const path = join(dir, f);
+    if (!(await exists(path))) throw new Error(`stage ${def.name} finished without writing ${f}`);
+    outputs[f] = await outputRecord(path);
+  }
+  const wallS = (performance.now() - t0) / 1000;
+  const engine: Record<string, unknown> = { deno: Deno.version.deno };
+  if (def.inputs.model) {
+    engine.adapter = target.inputs.adapterInfo() ?? "(model not loaded)";
+    engine.engineSha256 = await engineSha256();
+  }
+  const manifest: Manifest = {
+    ...plan.material,
+    cacheKey: plan.key,
+    title: def.title,
+    finishedAt: new Date().toISOString(),
+    wallTimeS: Math.round(wallS * 1000) / 1000,
+    engine,
+    counts: ctx.counts,
+    info: ctx.info,
+    outputs,
+  };
+  // the manifest comes last: it is what marks the outputs as finished
+  await writeJsonAtomic(join(dir, "manifest.json"), manifest);
+  await Deno.remove(ctx.workDir, { recursive: true }).catch(() => {});
+  return { ctx, manifest, wallS };
+}

@@ -1,0 +1,61 @@
+// The context a stage runs in (StageContext): its parameters, folders, the selected rows, the
+// run's shared inputs, upstream stages' outputs, progress, logging and the stop signal.
+
+import { join } from "node:path";
+import { Progress } from "../../engine/progress.ts";
+import { InterruptedError, UserError } from "./errors.ts";
+import type { Plan, RunTarget } from "./plan.ts";
+import type { DatasetSlice, StageContext, UpstreamOutputs } from "./stage.ts";
+
+/** What every stage of one run shares besides the run's target. */
+export interface RunSession {
+  signal: AbortSignal;
+  say(line: string): void;
+  /** the dataset slice of the selected rows, made once per run */
+  dataset?: DatasetSlice;
+}
+
+export function makeStageContext(plan: Plan, target: RunTarget, session: RunSession): StageContext {
+  const def = plan.def;
+  const { cfg, inputs, runDir, rows } = target;
+  const dir = plan.dir;
+  const log = (m: string) => session.say(`${def.name}: ${m}`);
+  return {
+    stage: def,
+    params: cfg.stages[def.name],
+    cacheKey: plan.key,
+    dir,
+    workDir: join(dir, ".work"),
+    rows,
+    dataset: async () => {
+      if (session.dataset) return session.dataset;
+      const t = await inputs.readDataset();
+      const columns = t.columns.map((name) => {
+        const type = t.types[name];
+        if (!type) throw new UserError(`dataset column ${name} has a type the workflows cannot carry; drop it from the dataset`);
+        return { name, type };
+      });
+      session.dataset = { path: cfg.dataset, columns, rows: rows.map((r) => t.rows[r]), totalRows: t.numRows };
+      return session.dataset;
+    },
+    tokenizer: () => inputs.tokenizer(),
+    model: () => inputs.model(log),
+    upstream: (name: string): UpstreamOutputs => {
+      if (!(def.inputs.stages ?? []).includes(name)) throw new Error(`${def.name} does not declare ${name} as an input`);
+      const udir = join(runDir, name);
+      const text = Deno.readTextFileSync(join(udir, "manifest.json"));
+      return { name, dir: udir, manifest: JSON.parse(text), file: (f) => join(udir, f) };
+    },
+    progress: (label, total, initial = 0, unit = "prompts") => new Progress(label, total, initial, { unit }),
+    log,
+    counts: {},
+    info: {},
+    extraOutputs: [],
+    signal: session.signal,
+    checkInterrupted: (done?: string) => {
+      if (session.signal.aborted) {
+        throw new InterruptedError(`interrupted during ${def.name}${done ? ` (${done} saved)` : ""}; run the same command again to resume`);
+      }
+    },
+  };
+}
