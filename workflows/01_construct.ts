@@ -3,7 +3,8 @@
 // last position's logits (softmax over the real vocabulary) the true token's probability, the
 // top probability, the argmax id and its text, and whether the argmax is the true token.
 // Outputs construct_scan.parquet and construct_attention.parquet: the dataset's columns + those.
-// Work is saved per batch (.work/<mode>.jsonl) and resumed after an interruption.
+// Work is saved per batch (.work/<mode>.jsonl) and resumed after an interruption; with --shard i/n
+// only every n-th batch is run, into the shard's folder (lib/shard.ts).
 
 import { join } from "node:path";
 import type { TextTokenizer } from "../engine/tokenizer.ts";
@@ -106,6 +107,7 @@ export default defineStage({
   version: "1",
   module: import.meta.url,
   inputs: { dataset: true, tokenizer: true, model: true },
+  shardable: true,
   params: {
     batchSize: { type: "int", default: 16, min: 1, max: 4096, doc: "prompts per forward pass (and per saved step of progress)" },
   },
@@ -128,12 +130,14 @@ export default defineStage({
       try {
         const known = new Set(ctx.rows);
         for (const r of [...log.done.keys()]) if (!known.has(r)) log.done.delete(r);
-        if (log.done.size > 0) {
-          ctx.log(`${mode} mode: resuming, ${log.done.size} of ${items.length} prompts already done`);
+        // all batches, or this shard's (--shard i/n)
+        const { share, todo } = ctx.part(batches, (b) => b.every((it) => log.has(it.row)));
+        const n = share.reduce((s, b) => s + b.length, 0);
+        if (log.done.size > 0 && !ctx.merged) {
+          ctx.log(`${mode} mode: resuming, ${log.done.size} of ${n} prompts already done`);
           resumed += log.done.size;
         }
-        const todo = batches.filter((b) => b.some((it) => !log.has(it.row)));
-        const bar = ctx.progress(`01_construct ${mode}`, items.length, log.done.size);
+        const bar = ctx.progress(`01_construct ${mode}${ctx.shard ? ` shard ${ctx.shard.index}/${ctx.shard.count}` : ""}`, n, log.done.size);
         for (const batch of todo) {
           ctx.checkInterrupted(`${log.done.size}/${items.length} ${mode}-mode prompts`);
           const out = await withDevice(() => ctx.model(), (loaded) => runBatch(loaded.model, batch, mode));
@@ -147,6 +151,8 @@ export default defineStage({
         log.close();
       }
     }
+
+    if (ctx.shard) return; // a shard's records are saved in its folder; the merge writes the tables
 
     for (const mode of MODES) {
       const cols = buildColumns(ds.columns, ds.rows, items, results.get(mode)!, tok);

@@ -170,6 +170,7 @@ export default defineStage<InfoFlowParams>({
   version: "2",
   module: import.meta.url,
   inputs: { dataset: true, tokenizer: true, model: true, stages: ["01_construct"] },
+  shardable: true,
   params: {
     filter: { type: "string", default: "both-correct", choices: PROMPT_FILTERS, doc: PROMPT_FILTER_DOC },
     n_prompts: { type: "int", default: 1000, min: 1, doc: "a deterministic sample of this many prompts (fewer if fewer qualify)" },
@@ -226,6 +227,8 @@ export default defineStage<InfoFlowParams>({
       groupPrompts: P.group_prompts,
       label: "03_info_flow",
     });
+
+    if (ctx.shard) return; // a shard's records are saved in its folder; the merge writes the outputs
 
     // 4. tables
     const flowsText = axes.flows.map((f) => f.text);

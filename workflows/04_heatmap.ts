@@ -189,6 +189,7 @@ export default defineStage<HeatmapParams>({
   version: "2",
   module: import.meta.url,
   inputs: { dataset: true, tokenizer: true, model: true, stages: ["01_construct"] },
+  shardable: true,
   params: {
     prompts: {
       type: "string",
@@ -275,6 +276,8 @@ export default defineStage<HeatmapParams>({
       groupPrompts: P.group_prompts,
       label: "04_heatmap",
     });
+
+    if (ctx.shard) return; // a shard's records are saved in its folder; the merge writes the outputs
 
     // 3. table, figures, index
     const cells: HeatmapCell[] = [];

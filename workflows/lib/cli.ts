@@ -20,6 +20,10 @@ const COMMON = `  --config FILE        study configuration (default: study.confi
                        path, size and modification time
   --dry-run            say what would run and why, run nothing
   --out DIR            run folder (default: outputs/<model>[_rows-SPEC])
+  --shard I/N          compute shard I of N (0 <= I < N) of the stages 01, 03, 04 whose inputs are ready,
+                       into <stage>/shards/; no outputs (one process, one GPU per shard)
+  --merge              merge complete shard sets into the stages' outputs (the same bytes as one process),
+                       run the stages that are not sharded, list missing shards with their commands
   --list               list the stages with their inputs and parameters`;
 
 export const PIPELINE_HELP = `usage: deno task pipeline [options]
@@ -79,6 +83,8 @@ export async function cli(args: string[], stages: StageDef[], mode: "pipeline" |
         verify: { type: "boolean" },
         "dry-run": { type: "boolean" },
         out: { type: "string" },
+        shard: { type: "string" },
+        merge: { type: "boolean" },
         list: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
@@ -118,6 +124,9 @@ export async function cli(args: string[], stages: StageDef[], mode: "pipeline" |
     verify: v.verify,
     dryRun: v["dry-run"],
     out: v.out,
+    shard: v.shard,
+    merge: v.merge,
+    command: { name: mode === "pipeline" ? "deno task pipeline" : "deno task stage", args },
   };
   return await runPipeline(stages, flags);
 }

@@ -1,4 +1,6 @@
-// One pipeline at a time per run folder: a lock file holding the writer's process id.
+// Lock files: one pipeline at a time per run folder (lockRunDir), one process per shard of a
+// stage (lib/shard.ts). A lock file holds the writer's process id and host name; on a shared
+// filesystem a lock of another host cannot be checked, so it is never taken over silently.
 
 import { join } from "node:path";
 import { relOrAbs } from "./config.ts";
@@ -14,13 +16,23 @@ function processAlive(pid: number): boolean {
   }
 }
 
-/** One pipeline at a time per run folder; a lock left by a process that is gone is taken over. */
-export async function lockRunDir(runDir: string): Promise<() => void> {
-  const path = join(runDir, ".lock");
+/** The holder a lock file names: `pid` (this host) or `pid host`. */
+function readHolder(text: string): { pid: number; host: string } | null {
+  const [p, host] = text.trim().split(/\s+/);
+  const pid = Number(p);
+  return Number.isInteger(pid) && pid > 0 ? { pid, host: host ?? Deno.hostname() } : null;
+}
+
+/**
+ * Take the lock file `path`, or throw a UserError made by `busy(holder)` when a live process (or
+ * one on another host, which cannot be checked) holds it; a lock whose process is gone is taken over.
+ */
+export async function lockPath(path: string, busy: (holder: string) => string): Promise<() => void> {
+  const host = Deno.hostname();
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
       const f = await Deno.open(path, { write: true, createNew: true });
-      await f.write(new TextEncoder().encode(`${Deno.pid}\n`));
+      await f.write(new TextEncoder().encode(`${Deno.pid} ${host}\n`));
       f.close();
       return () => {
         try {
@@ -31,15 +43,23 @@ export async function lockRunDir(runDir: string): Promise<() => void> {
       };
     } catch (e) {
       if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
-      const pid = Number((await Deno.readTextFile(path).catch(() => "")).trim());
-      if (Number.isInteger(pid) && pid > 0 && pid !== Deno.pid && processAlive(pid)) {
-        throw new UserError(
-          `another pipeline run (pid ${pid}) is writing to ${relOrAbs(runDir)}; wait for it, or pass --out DIR for a separate run folder (remove ${relOrAbs(path)} if no run is going on)`,
-        );
-      }
+      const h = readHolder(await Deno.readTextFile(path).catch(() => ""));
+      if (h && h.host !== host) throw new UserError(busy(`pid ${h.pid} on host ${h.host}`));
+      if (h && h.pid !== Deno.pid && processAlive(h.pid)) throw new UserError(busy(`pid ${h.pid}`));
       await Deno.remove(path).catch(() => {}); // its process is gone
     }
   }
-  throw new UserError(`cannot lock ${relOrAbs(runDir)}; remove ${relOrAbs(path)} if no pipeline run is going on`);
+  throw new UserError(`cannot lock ${relOrAbs(path)}; remove it if no other process is using it`);
 }
 
+/** One pipeline at a time per run folder; a lock left by a process that is gone is taken over. */
+export function lockRunDir(runDir: string): Promise<() => void> {
+  const path = join(runDir, ".lock");
+  return lockPath(
+    path,
+    (holder) =>
+      `another pipeline run (${holder}) is writing to ${relOrAbs(runDir)}; wait for it, or pass --out DIR for a separate run folder (remove ${
+        relOrAbs(path)
+      } if no run is going on)`,
+  );
+}

@@ -9,6 +9,7 @@ import { hashModuleTree, hashValue, sha256 } from "./hash.ts";
 import type { RunInputs } from "./inputs.ts";
 import { engineSha256, outputProblems, readManifest } from "./manifest.ts";
 import { formatRows } from "./rows.ts";
+import { findShardSets, type ShardSet } from "./shard.ts";
 import type { KeyMaterial, Manifest, Params, StageDef } from "./stage.ts";
 
 export function outputsOf(def: StageDef, params: Params): string[] {
@@ -134,6 +135,8 @@ export interface Plan {
   upToDate: boolean;
   /** engine/ or kernels/ changed since the kept output was computed (not in the key: said, not rerun) */
   engineChanged: boolean;
+  /** shardable stages: the shard sets found for this key (lib/shard.ts) */
+  shards: ShardSet[];
 }
 
 /** One model's run: where it writes and which rows it reads. */
@@ -200,7 +203,8 @@ export async function planStages(sel: Selection, t: RunTarget): Promise<Map<stri
     }
     const engineChanged = upToDate && !!def.inputs.model && typeof old === "object" && old !== null &&
       old.engine?.engineSha256 !== undefined && old.engine.engineSha256 !== await engineSha256();
-    plans.set(def.name, { def, material, key, dir, selected: isSel, run, reasons: isSel ? why : reasons, upToDate, engineChanged });
+    const shards = def.shardable && run ? await findShardSets(dir, key) : [];
+    plans.set(def.name, { def, material, key, dir, selected: isSel, run, reasons: isSel ? why : reasons, upToDate, engineChanged, shards });
   }
   // a stage that is not selected but is read by one that runs must be up to date
   for (const p of plans.values()) {

@@ -46,6 +46,12 @@ export interface StageDef<P extends Params = Params> {
    * configuration is loaded, before anything runs: throws a UserError of one line naming the value.
    */
   check?(params: P): void;
+  /**
+   * Its work can be cut into shards (`--shard i/n`): it takes its fixed groups of prompts through
+   * `ctx.part`, keeps its records in work logs (`RowLog` in `ctx.workDir`), and returns before
+   * writing its outputs when `ctx.shard` is set (lib/shard.ts).
+   */
+  shardable?: boolean;
   run(ctx: StageContext<P>): Promise<void>;
 }
 
@@ -79,6 +85,15 @@ export interface StageContext<P extends Params = Params> {
   dir: string;
   /** a folder for resumable progress: kept across interrupted runs with the same cache key, removed after success */
   workDir: string;
+  /** --shard i/n: this process computes one share of the work (see `part`); the stage then returns without writing its outputs */
+  shard?: { index: number; count: number };
+  /** the work logs were filled from a complete set of shards (--merge): every group is done */
+  merged: boolean;
+  /**
+   * Of the stage's fixed groups of prompts (lib/groups.ts), the share this process computes (all of
+   * them, or shard i's: the groups g with g mod n = i) and, of that share, those not done yet.
+   */
+  part<T>(groups: readonly T[], done: (group: T) => boolean): { share: T[]; todo: T[] };
   /** the selected dataset rows (indices into the dataset), ascending */
   rows: number[];
   dataset(): Promise<DatasetSlice>;
