@@ -23,6 +23,14 @@ function readHolder(text: string): { pid: number; host: string } | null {
   return Number.isInteger(pid) && pid > 0 ? { pid, host: host ?? Deno.hostname() } : null;
 }
 
+/** Who holds the lock file `path` ("pid N", or "pid N on host H" for another host), or "" when nobody does (none, or its process is gone). */
+export async function lockHolder(path: string): Promise<string> {
+  const h = readHolder(await Deno.readTextFile(path).catch(() => ""));
+  if (!h) return "";
+  if (h.host !== Deno.hostname()) return `pid ${h.pid} on host ${h.host}`;
+  return processAlive(h.pid) ? `pid ${h.pid}` : "";
+}
+
 /**
  * Take the lock file `path`, or throw a UserError made by `busy(holder)` when a live process (or
  * one on another host, which cannot be checked) holds it; a lock whose process is gone is taken over.

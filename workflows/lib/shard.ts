@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { writeFileAtomic } from "./atomic.ts";
 import { UserError } from "./errors.ts";
 import { sha256 } from "./hash.ts";
+import { lockHolder } from "./lock.ts";
 import type { Plan } from "./plan.ts";
 
 export interface ShardSpec {
@@ -137,12 +138,6 @@ export async function findShardSets(stageDir: string, key: string): Promise<Shar
     else set.unfinished.set(s.index, await lockHolder(join(dir, ".lock")));
   }
   return [...sets.values()].sort((a, b) => a.count - b.count);
-}
-
-async function lockHolder(path: string): Promise<string> {
-  const text = (await Deno.readTextFile(path).catch(() => "")).trim();
-  const [pid, host] = text.split(/\s+/);
-  return pid ? `pid ${pid}${host ? ` on ${host}` : ""}` : "";
 }
 
 /** The set a merge uses: the smallest complete one (every complete set holds the same records). */
