@@ -5,8 +5,9 @@
 # Deno's WebGPU (wgpu) offers no adapter choice: requestAdapter() takes a power preference only,
 # and DENO_WEBGPU_BACKEND picks backends, not devices. CUDA_VISIBLE_DEVICES, which Slurm (--gres=gpu)
 # and Kubernetes set, is read by CUDA alone; Vulkan ignores it. So:
-#   1. DENO_WEBGPU_BACKEND=vulkan: otherwise, when Vulkan sees no GPU, wgpu falls back to its GL
-#      backend and runs on llvmpipe, on the CPU, without a word.
+#   1. DENO_WEBGPU_BACKEND=vulkan: otherwise, where Vulkan has no device at all, wgpu quietly takes
+#      its GL backend and runs on llvmpipe, on the CPU. (Mesa's lavapipe is a Vulkan device on the CPU
+#      too; the device-select layer ranks it after every GPU. A shard's log names its adapter.)
 #   2. With device isolation (Slurm ConstrainDevices=yes in cgroup.conf; Kubernetes' device plugin,
 #      which puts only the allocated /dev/nvidiaN in the container) the job sees only its GPU and
 #      nothing more is needed.

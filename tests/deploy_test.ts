@@ -91,7 +91,7 @@ Deno.test("deploy/k8s: the manifests parse and hold what a sharded run needs", a
 });
 
 Deno.test("deploy scripts: valid bash", async () => {
-  for (const f of ["deploy/gpu-env.sh", "deploy/slurm/submit.sh", "deploy/slurm/shard.sbatch", "deploy/slurm/merge.sbatch", "deploy/k8s/run.sh"]) {
+  for (const f of ["deploy/gpu-env.sh", "deploy/slurm/submit.sh", "deploy/slurm/shard.sbatch", "deploy/slurm/merge.sbatch", "deploy/k8s/run.sh", "deploy/check_node.sh"]) {
     const r = await bash(`bash -n ${f}`);
     assertEquals(r.code, 0, `${f}: ${r.err}`);
   }

@@ -14,7 +14,7 @@ import { type Plan, planLines, planStages, type RunTarget, runName, type Selecti
 import { formatRows, selectRows } from "./rows.ts";
 import { runShard } from "./run_shard.ts";
 import { runStage } from "./run_stage.ts";
-import { completeSet, describeMissing, missingShards, parseShard, type ShardSet, type ShardSpec, shardLabel, shardsRoot } from "./shard.ts";
+import { completeSet, describeMissing, missingShards, parseShard, shardLabel, shardRecords, type ShardSet, type ShardSpec, shardsRoot } from "./shard.ts";
 import type { RunSession } from "./stage_context.ts";
 import type { StageDef } from "./stage.ts";
 
@@ -179,11 +179,10 @@ async function runShards(
       }
       const r = await runShard(p, target, session, shard, force);
       computed++;
-      const records = Math.max(0, ...Object.values(r.marker.logs).map((l) => l.records));
       io.say(
         r.skipped
           ? `${name}: shard ${label} is complete already, kept (--force recomputes it)`
-          : `${name}: shard ${label} done in ${r.marker.wallTimeS.toFixed(1)} s (${records} prompts, on ${r.marker.adapter})`,
+          : `${name}: shard ${label} done in ${r.marker.wallTimeS.toFixed(1)} s (${shardRecords(r.marker)} prompts, on ${r.marker.adapter})`,
       );
     }
   });
@@ -234,7 +233,7 @@ async function runPlans(toRun: Plan[], target: RunTarget, io: PipelineIO, mode: 
           merge = completeSet(p.shards);
           if (!merge && p.shards.length) throw incompleteShards(p, io, commands);
           if (!merge && mode === "merge") {
-            const n = shardCount ?? p.shards[0]?.count;
+            const n = shardCount;
             io.say(`${name}: no shards yet (nothing is computed by --merge); make them, one process (GPU) each, then merge again:`);
             io.say(`  ${commands.line(["--shard", `I/${n ?? "N"}`])}   for I = 0 … ${n !== undefined ? n - 1 : "N-1"}`);
             notDone.add(name);

@@ -83,7 +83,11 @@ export const RECORDED_ENV = [
 ];
 
 export const MARKER = "shard.json";
-const enc = new TextEncoder();
+
+/** The prompts a shard computed: the records of its largest log (01 keeps one log per mode). */
+export function shardRecords(m: ShardMarker): number {
+  return Math.max(0, ...Object.values(m.logs).map((l) => l.records));
+}
 
 /** shard.json of a complete shard, or null (none, unreadable, another key, or a log that changed since). */
 export async function readMarker(dir: string, key: string, s: ShardSpec): Promise<ShardMarker | null> {
@@ -119,7 +123,7 @@ export function missingShards(set: ShardSet): number[] {
 export async function findShardSets(stageDir: string, key: string): Promise<ShardSet[]> {
   const root = shardsRoot(stageDir, key);
   const sets = new Map<number, ShardSet>();
-  let entries: Deno.DirEntry[] = [];
+  const entries: Deno.DirEntry[] = [];
   try {
     for await (const e of Deno.readDir(root)) entries.push(e);
   } catch {
@@ -198,12 +202,11 @@ export async function fillFromShards(plan: Plan, set: ShardSet, workDir: string)
         out.push(line);
       }
     }
-    await writeFileAtomic(join(workDir, name), enc.encode(out.join("\n") + "\n"));
+    await writeFileAtomic(join(workDir, name), out.join("\n") + "\n");
   }
   for (let i = 0; i < set.count; i++) {
     const m = set.complete.get(i)!;
-    const records = Math.max(0, ...Object.values(m.logs).map((l) => l.records));
-    info.shards.push({ shard: m.shard, host: m.host, adapter: m.adapter, engineSha256: m.engineSha256, records, wallTimeS: m.wallTimeS, finishedAt: m.finishedAt, env: m.env });
+    info.shards.push({ shard: m.shard, host: m.host, adapter: m.adapter, engineSha256: m.engineSha256, records: shardRecords(m), wallTimeS: m.wallTimeS, finishedAt: m.finishedAt, env: m.env });
   }
   return info;
 }
