@@ -54,7 +54,7 @@ Deno.test("pipeline on the fixture model: outputs, values, cache", async (t) => 
     for (const f of ["summary.json", "summary.md", "delta_distributions.svg", "delta_distributions.png", "delta_distributions.vl.json", "manifest.json"]) {
       assert((await Deno.stat(join(compare, f))).size > 0, f);
     }
-    const cfg = JSON.parse(await Deno.readTextFile(join(out, "config.json")));
+    const cfg = JSON.parse(await Deno.readTextFile(join(out, "run.config.json")));
     assertEquals(cfg.rows, ROW_SPEC);
     assertEquals(cfg.stages["01_construct"].batchSize, 16);
     // no progress files are left once a stage has finished

@@ -1,8 +1,54 @@
-// One pipeline at a time per run folder: a lock file holding the writer's process id.
+// The run folder: what may be one (checked before anything is written), and one pipeline at a time
+// in it (a lock file holding the writer's process id, created atomically with its content).
 
 import { join } from "node:path";
 import { relOrAbs } from "./config.ts";
-import { UserError } from "./errors.ts";
+import { UsageError, UserError } from "./errors.ts";
+
+/** The effective configuration of the last run in a run folder (never `config.json`: that is a model's file). */
+export const RUN_CONFIG = "run.config.json";
+const LOCK = ".lock";
+
+/** Files that make a folder a model checkpoint (or a model's tokenizer): a run folder never holds them. */
+const MODEL_FILE = /^(config\.json|pytorch_model\.bin|.*\.safetensors|model\.safetensors\.index\.json|tokenizer\.json|tokenizer_config\.json)$/;
+
+/** What a run folder holds: stage folders (NN_name), its configuration, its lock (and the lock's temporaries). */
+function belongsToRun(e: Deno.DirEntry): boolean {
+  if (e.isDirectory) return /^\d\d_[a-z0-9_]+$/.test(e.name);
+  return e.name === RUN_CONFIG || e.name === LOCK || e.name.startsWith(`${LOCK}.`);
+}
+
+/**
+ * Refuse a run folder that is not one, before anything is written to it: a file, a folder that
+ * holds a model (its config.json would be overwritten, its weights mixed with outputs), or a
+ * folder with anything else in it. A new or empty folder, or an earlier run's folder, is fine.
+ * A UsageError (exit 2): the fix is another --out.
+ */
+export async function checkRunFolder(runDir: string): Promise<void> {
+  const shown = relOrAbs(runDir);
+  let st: Deno.FileInfo;
+  try {
+    st = await Deno.stat(runDir);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return;
+    throw new UserError(`cannot read the run folder ${shown}: ${(e as Error).message}`);
+  }
+  if (!st.isDirectory) throw new UsageError(`run folder ${shown} is a file, not a folder; pass --out with a new or empty folder`);
+  const entries = await Array.fromAsync(Deno.readDir(runDir));
+  const model = entries.filter((e) => !e.isDirectory && MODEL_FILE.test(e.name)).map((e) => e.name).sort();
+  if (model.length) {
+    throw new UsageError(
+      `run folder ${shown} holds a model (${model.join(", ")}); a run would write among its files: pass --out with a new or empty folder`,
+    );
+  }
+  const other = entries.filter((e) => !belongsToRun(e)).map((e) => e.name).sort();
+  if (other.length) {
+    const some = other.slice(0, 5).join(", ") + (other.length > 5 ? `, and ${other.length - 5} more` : "");
+    throw new UsageError(
+      `run folder ${shown} is not a run folder (it holds ${some}); pass --out with a new or empty folder, or an earlier run's folder`,
+    );
+  }
+}
 
 function processAlive(pid: number): boolean {
   if (Deno.build.os !== "linux") return true; // no cheap check elsewhere: the message says how to clear the lock
@@ -14,32 +60,77 @@ function processAlive(pid: number): boolean {
   }
 }
 
-/** One pipeline at a time per run folder; a lock left by a process that is gone is taken over. */
+/** A lock without a process id younger than this may be one being written by an older version: not stale yet. */
+const UNREADABLE_LOCK_GRACE_MS = 10_000;
+
+/**
+ * One pipeline at a time per run folder. The lock is created atomically with the process id in it
+ * (written to a private file first, then hard-linked to `.lock`, which fails if `.lock` exists), so
+ * a lock is never seen without its process id. A lock whose process is gone (a killed run) is
+ * taken over; taking it over renames it away first, so that two runs cannot both take it.
+ */
 export async function lockRunDir(runDir: string): Promise<() => void> {
-  const path = join(runDir, ".lock");
-  for (let attempt = 0; attempt < 3; attempt++) {
-    try {
-      const f = await Deno.open(path, { write: true, createNew: true });
-      await f.write(new TextEncoder().encode(`${Deno.pid}\n`));
-      f.close();
-      return () => {
-        try {
-          Deno.removeSync(path);
-        } catch {
-          // already gone
-        }
-      };
-    } catch (e) {
-      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
-      const pid = Number((await Deno.readTextFile(path).catch(() => "")).trim());
-      if (Number.isInteger(pid) && pid > 0 && pid !== Deno.pid && processAlive(pid)) {
+  const path = join(runDir, LOCK);
+  const mine = join(runDir, `${LOCK}.${Deno.pid}.${crypto.randomUUID().slice(0, 8)}`);
+  await Deno.writeTextFile(mine, `${Deno.pid}\n`);
+  try {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      try {
+        await Deno.link(mine, path);
+        return () => {
+          try {
+            Deno.removeSync(path);
+          } catch {
+            // already gone
+          }
+        };
+      } catch (e) {
+        if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+      }
+      const seen = await readLock(path);
+      if (seen === "gone") continue;
+      if (seen.pid !== undefined && processAlive(seen.pid) && seen.pid !== Deno.pid) {
         throw new UserError(
-          `another pipeline run (pid ${pid}) is writing to ${relOrAbs(runDir)}; wait for it, or pass --out DIR for a separate run folder (remove ${relOrAbs(path)} if no run is going on)`,
+          `another pipeline run (pid ${seen.pid}) is writing to ${relOrAbs(runDir)}; wait for it, or pass --out DIR for a separate run folder (remove ${relOrAbs(path)} if no run is going on)`,
         );
       }
-      await Deno.remove(path).catch(() => {}); // its process is gone
+      if (seen.pid === undefined && Date.now() - seen.mtime < UNREADABLE_LOCK_GRACE_MS) {
+        throw new UserError(
+          `another pipeline run is taking ${relOrAbs(runDir)} (its lock holds no process id yet); wait for it, or remove ${relOrAbs(path)} if no run is going on`,
+        );
+      }
+      await takeOver(path, seen.text);
     }
+    throw new UserError(`cannot lock ${relOrAbs(runDir)}; remove ${relOrAbs(path)} if no pipeline run is going on`);
+  } finally {
+    await Deno.remove(mine).catch(() => {});
   }
-  throw new UserError(`cannot lock ${relOrAbs(runDir)}; remove ${relOrAbs(path)} if no pipeline run is going on`);
 }
 
+async function readLock(path: string): Promise<{ text: string; pid?: number; mtime: number } | "gone"> {
+  try {
+    const [text, st] = await Promise.all([Deno.readTextFile(path), Deno.stat(path)]);
+    const pid = /^\d+\n?$/.test(text) ? Number(text.trim()) : undefined;
+    return { text, pid: pid !== undefined && Number.isSafeInteger(pid) && pid > 0 ? pid : undefined, mtime: st.mtime?.getTime() ?? 0 };
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return "gone";
+    throw e;
+  }
+}
+
+/**
+ * Remove a stale lock whose content was `text`: renamed to a private name first (atomic), then
+ * checked; if another run replaced the stale lock meanwhile, its lock is put back.
+ */
+async function takeOver(path: string, text: string): Promise<void> {
+  const aside = `${path}.stale.${Deno.pid}.${crypto.randomUUID().slice(0, 8)}`;
+  try {
+    await Deno.rename(path, aside);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return; // someone else took it over first
+    throw e;
+  }
+  const moved = await Deno.readTextFile(aside).catch(() => text);
+  if (moved !== text) await Deno.link(aside, path).catch(() => {}); // a live run's fresh lock: put back
+  await Deno.remove(aside).catch(() => {});
+}
