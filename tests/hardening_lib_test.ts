@@ -116,7 +116,7 @@ Deno.test("engine errors about a batch name its dataset rows", () => {
   const indexed = aboutRows(new InputError("prompt 2: token id 99999 is out of range (ids are integers in 0..50276)"), batch, "01_construct, scan mode");
   assert((indexed as Error).message.startsWith("01_construct, scan mode, dataset row 12: prompt 2: token id 99999"), String(indexed));
   const nan = aboutRows(new NumericError("the model's logits are not finite (max logit NaN, logsumexp NaN): …"), batch, "03_info_flow");
-  assert((nan as Error).message.startsWith("03_info_flow, dataset rows 4342, 7, 12: the model's logits are not finite"), String(nan));
+  assert((nan as Error).message.startsWith("03_info_flow, dataset rows 7, 12, 4342: the model's logits are not finite"), String(nan));
   const other = new TypeError("boom");
   assertEquals(aboutRows(other, batch, "x"), other, "other errors pass through");
 });

@@ -71,7 +71,7 @@ export function aboutRows(e: unknown, batch: { row: number; ids: number[] }[], w
   if (long) rows = batch.filter((b) => b.ids.length === Number(long[1]));
   else if (indexed && batch[Number(indexed[1])]) rows = [batch[Number(indexed[1])]];
   if (rows.length === 0) rows = batch;
-  const shown = rows.slice(0, 8).map((b) => b.row).join(", ") + (rows.length > 8 ? `, … (${rows.length} rows)` : "");
+  const shown = rows.map((b) => b.row).sort((x, y) => x - y).slice(0, 8).join(", ") + (rows.length > 8 ? `, … (${rows.length} rows)` : "");
   const fix = long ? "; leave it out with --rows, or run it on an adapter with larger buffers" : "";
   return new UserError(`${where}, dataset row${rows.length > 1 ? "s" : ""} ${shown}: ${msg}${fix}`);
 }
