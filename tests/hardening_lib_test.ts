@@ -144,6 +144,9 @@ Deno.test("run folder: a model's folder or any other folder is refused before an
   await Deno.mkdir(join(run, "01_construct"), { recursive: true });
   await Deno.writeTextFile(join(run, RUN_CONFIG), "{}");
   await checkRunFolder(run); // an earlier run's folder
+  // one of the runs before run.config.json: its config.json is the effective configuration, not a model's
+  await Deno.writeTextFile(join(run, "config.json"), JSON.stringify({ $comment: "effective configuration of the last pipeline run in this folder (each stage's manifest.json has its own)", stages: {} }));
+  await checkRunFolder(run);
   const model = join(dir, "model");
   await Deno.mkdir(model);
   await Deno.copyFile(FIXTURE_DIR + "config.json", join(model, "config.json"));

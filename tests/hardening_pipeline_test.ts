@@ -5,13 +5,12 @@
 // forced runs said as such, and 04_heatmap's hint.
 import { join } from "node:path";
 import { assert, assertEquals } from "./assert.ts";
-import { describe, expectOneLineError, FIXTURE, pipeline, type RunResult } from "./pipeline_helpers.ts";
+import { describe, expectOneLineError, FIXTURE, interruptedRun, pipeline, type RunResult } from "./pipeline_helpers.ts";
 import { FIXTURE_DIR, runDeno, testGpu } from "./helpers.ts";
 import { hashFile } from "../workflows/lib/hash.ts";
 import { writeParquet } from "../workflows/lib/parquet.ts";
 import { STUDY_ROWS } from "../workflows/04_heatmap.ts";
 
-const ROOT = new URL("..", import.meta.url).pathname;
 const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
 const oneLine = (r: RunResult, re: RegExp, code: number) => {
   expectOneLineError(r, re, { ignoreProgress: true });
@@ -184,25 +183,9 @@ Deno.test("throughput-only parameters: byte-identical outputs, nothing reruns; f
   await Deno.remove(tmp, { recursive: true });
 });
 
-/** Start 01_construct one prompt per batch and kill it once `minRecords` scan-mode prompts are saved. */
+/** 01_construct one prompt per batch, killed once `minRecords` scan-mode prompts are saved; the prompts saved. */
 async function killedRun(args: string[], out: string, minRecords: number): Promise<number> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "workflows/pipeline.ts", ...args, "--out", out],
-    cwd: ROOT,
-    env: { XDG_RUNTIME_DIR: "/tmp", NO_COLOR: "1" },
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  const log = join(out, "01_construct", ".work", "scan.jsonl");
-  const deadline = Date.now() + 120_000;
-  let saved = 0;
-  while (Date.now() < deadline && saved < minRecords) {
-    saved = ((await Deno.readTextFile(log).catch(() => "")).split("\n").length - 2);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  child.kill("SIGKILL");
-  await child.status;
-  return (await Deno.readTextFile(log)).split("\n").length - 2;
+  return (await interruptedRun([...args, "--out", out], join(out, "01_construct", ".work", "scan.jsonl"), minRecords)).saved;
 }
 
 Deno.test("an interrupted run is said to resume; rerun with --force, it starts over", async () => {

@@ -58,3 +58,29 @@ export function expectOneLineError(r: RunResult, mention: RegExp, opts: { ignore
   assert(mention.test(lines[0]), `expected ${mention}\n${describe(r)}`);
   assert(!/\bat .*\.ts:\d+/.test(r.stderr), `stack trace in\n${describe(r)}`);
 }
+
+/**
+ * Start `deno task pipeline` with `args` and send `signal` once the resume log `log` (a stage's
+ * `.work/*.jsonl`) holds `minRecords` saved records; returns the exit code, stderr and the records saved.
+ */
+export async function interruptedRun(
+  args: string[],
+  log: string,
+  minRecords: number,
+  signal: Deno.Signal = "SIGKILL",
+): Promise<{ code: number; stderr: string; saved: number }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "workflows/pipeline.ts", ...args],
+    cwd: new URL("..", import.meta.url).pathname,
+    env: { XDG_RUNTIME_DIR: "/tmp", NO_COLOR: "1" },
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const saved = async () => (await Deno.readTextFile(log).catch(() => "")).split("\n").length - 2; // header, trailing newline
+  const deadline = Date.now() + 120_000;
+  while (Date.now() < deadline && (await saved()) < minRecords) await new Promise((r) => setTimeout(r, 5));
+  child.kill(signal);
+  const status = await child.status;
+  const stderr = new TextDecoder().decode(await new Response(child.stderr).arrayBuffer());
+  return { code: status.code, stderr, saved: await saved() };
+}

@@ -34,7 +34,7 @@ export async function checkRunFolder(runDir: string): Promise<void> {
     throw new UserError(`cannot read the run folder ${shown}: ${(e as Error).message}`);
   }
   if (!st.isDirectory) throw new UsageError(`run folder ${shown} is a file, not a folder; pass --out with a new or empty folder`);
-  const entries = await Array.fromAsync(Deno.readDir(runDir));
+  const entries = (await Array.fromAsync(Deno.readDir(runDir))).filter((e) => !(e.name === "config.json" && legacyRunConfig(runDir)));
   const model = entries.filter((e) => !e.isDirectory && MODEL_FILE.test(e.name)).map((e) => e.name).sort();
   if (model.length) {
     throw new UsageError(
@@ -47,6 +47,19 @@ export async function checkRunFolder(runDir: string): Promise<void> {
     throw new UsageError(
       `run folder ${shown} is not a run folder (it holds ${some}); pass --out with a new or empty folder, or an earlier run's folder`,
     );
+  }
+}
+
+/** The `config.json` that runs before run.config.json wrote (the effective configuration, not a model's). */
+function legacyRunConfig(runDir: string): boolean {
+  try {
+    const path = join(runDir, "config.json");
+    const st = Deno.statSync(path);
+    if (!st.isFile || st.size > 1 << 20) return false;
+    const c = JSON.parse(Deno.readTextFileSync(path));
+    return typeof c?.$comment === "string" && c.$comment.startsWith("effective configuration of the last pipeline run");
+  } catch {
+    return false;
   }
 }
 
