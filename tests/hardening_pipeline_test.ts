@@ -4,9 +4,9 @@
 // parameters (byte-identical outputs, nothing reruns), figures of an earlier k, resumed and
 // forced runs said as such, and 04_heatmap's hint.
 import { join } from "node:path";
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { describe, expectOneLineError, FIXTURE, interruptedRun, pipeline, type RunResult } from "./pipeline_helpers.ts";
-import { FIXTURE_DIR, runDeno, testGpu } from "./helpers.ts";
+import { FIXTURE_DIR, loadBackbone, runDeno, testGpu } from "./helpers.ts";
 import { hashFile } from "../workflows/lib/hash.ts";
 import { writeParquet } from "../workflows/lib/parquet.ts";
 import { STUDY_ROWS } from "../workflows/04_heatmap.ts";
@@ -107,6 +107,26 @@ Deno.test("non-finite logits: infer and 01_construct stop with one line (naming 
   assert(!(await exists(join(out, "01_construct", "construct_scan.parquet"))));
   assert(!(await exists(join(out, "01_construct", "manifest.json"))));
   await Deno.remove(tmp, { recursive: true });
+});
+
+Deno.test("non-finite statistics from the GPU: forwardStats (01) and the fast path (03, 04) refuse them", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "hardening_nan_engine_" });
+  const model = await loadBackbone(await overflowingModel(join(tmp, "overflow")));
+  try {
+    const ids = [[3996, 12299, 42765, 909, 13, 4882, 253], [2115, 961, 91]];
+    for (const mode of ["scan", "attention"] as const) {
+      const e = await assertRejects(() => model.forwardStats(ids, [5112, 5112], { mode }), /the model's logits are not finite/);
+      assertEquals(e.name, "NumericError");
+    }
+    const e = await assertRejects(
+      () => model.knockouts(ids, [5112, 5112], [{ prompt: 0, target: 5112, start: 2, end: 4, edges: [[6, 0]] }]),
+      /the model's logits are not finite \(max logit .*, logsumexp .*\)/,
+    );
+    assertEquals(e.name, "NumericError");
+  } finally {
+    model.destroy();
+    await Deno.remove(tmp, { recursive: true });
+  }
 });
 
 Deno.test("a prompt too long for attention mode names its dataset row", async () => {
