@@ -16,7 +16,7 @@ import { loadStages } from "../workflows/registry.ts";
 import { checkModelSize, MODEL_LIMITS, parseConfig } from "../engine/config.ts";
 import { checkFiniteLogits, checkFiniteStats, NumericError, statsFromRows } from "../engine/probs.ts";
 import { InputError } from "../engine/arch.ts";
-import { FIXTURE_DIR } from "./helpers.ts";
+import { childEnv, FIXTURE_DIR } from "./helpers.ts";
 
 const tmp = () => Deno.makeTempDir({ prefix: "hardening_lib_" });
 
@@ -187,7 +187,7 @@ Deno.test("lock: created atomically with its process id; one holder among racing
     try { const u = await lockRunDir(${JSON.stringify(dir)}); console.log("held"); await new Promise((r) => setTimeout(r, 3000)); u(); }
     catch (e) { console.log("refused: " + e.message); }`;
   const runs = Array.from({ length: 6 }, () =>
-    new Deno.Command(Deno.execPath(), { args: ["eval", code], stdout: "piped", stderr: "piped" }).output()
+    new Deno.Command(Deno.execPath(), { args: ["eval", code], env: childEnv(), stdout: "piped", stderr: "piped" }).output()
   );
   const outs = (await Promise.all(runs)).map((o) => new TextDecoder().decode(o.stdout).trim());
   assertEquals(outs.filter((o) => o === "held").length, 1, outs.join("\n"));

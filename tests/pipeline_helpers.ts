@@ -1,7 +1,7 @@
 // Shared by the pipeline tests: run `workflows/pipeline.ts` as a child process on the fixture model.
 import { join } from "node:path";
 import { assert, assertEquals } from "./assert.ts";
-import { runDeno } from "./helpers.ts";
+import { childEnv, runDeno } from "./helpers.ts";
 import { hashFile } from "../workflows/lib/hash.ts";
 
 export const FIXTURE = "tests/fixtures/mamba2-tiny";
@@ -72,7 +72,7 @@ export async function interruptedRun(
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "workflows/pipeline.ts", ...args],
     cwd: new URL("..", import.meta.url).pathname,
-    env: { XDG_RUNTIME_DIR: "/tmp", NO_COLOR: "1" },
+    env: childEnv(),
     stdout: "null",
     stderr: "piped",
   }).spawn();
