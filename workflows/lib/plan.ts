@@ -226,7 +226,7 @@ export async function planStages(sel: Selection, t: RunTarget): Promise<Map<stri
     if (saved && !fresh) {
       // an interrupted run of this very work: say that it goes on, not that nothing was done
       if (old === null) reasons.splice(0, reasons.length, "resumes an interrupted run (its saved work is kept)");
-      else reasons.push("an interrupted run's saved work is resumed");
+      else if (reasons.length) reasons.push("an interrupted run's saved work is resumed"); // an up-to-date output stays so
     }
     if (def.inputs.model && !t.inputs.ckpt) reasons.push(`model not downloaded yet (${t.inputs.ckptError})`);
     const upToDate = reasons.length === 0;
