@@ -10,7 +10,7 @@ import { join } from "node:path";
 import type { TextTokenizer } from "../engine/tokenizer.ts";
 import type { LanguageModel } from "../engine/arch.ts";
 import { withDevice } from "./lib/engine.ts";
-import { UserError } from "./lib/errors.ts";
+import { aboutRows, UserError } from "./lib/errors.ts";
 import { type Column, type Field, tableColumns, writeParquet } from "./lib/parquet.ts";
 import { fixedGroups } from "./lib/groups.ts";
 import { RowLog } from "./lib/resume.ts";
@@ -109,7 +109,7 @@ export default defineStage({
   inputs: { dataset: true, tokenizer: true, model: true },
   shardable: true,
   params: {
-    batchSize: { type: "int", default: 16, min: 1, max: 4096, doc: "prompts per forward pass (and per saved step of progress)" },
+    batchSize: { type: "int", default: 16, min: 1, max: 4096, throughput: true, doc: "prompts per forward pass (and per saved step of progress); throughput only, not in the cache key" },
   },
   outputs: ["construct_scan.parquet", "construct_attention.parquet"],
 
@@ -140,7 +140,10 @@ export default defineStage({
         const bar = ctx.progress(`01_construct ${mode}${ctx.shard ? ` shard ${ctx.shard.index}/${ctx.shard.count}` : ""}`, n, log.done.size);
         for (const batch of todo) {
           ctx.checkInterrupted(`${log.done.size}/${items.length} ${mode}-mode prompts`);
-          const out = await withDevice(() => ctx.model(), (loaded) => runBatch(loaded.model, batch, mode));
+          const out = await withDevice(() => ctx.model(), (loaded) =>
+            runBatch(loaded.model, batch, mode).catch((e) => {
+              throw aboutRows(e, batch, `01_construct, ${mode} mode`); // the rows, not "prompt 3 of the batch"
+            }));
           const fresh = out.filter((r) => !log.has(r.row));
           await log.append(fresh);
           bar.tick(fresh.length);

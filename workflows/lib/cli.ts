@@ -1,7 +1,7 @@
 // Command line of `deno task pipeline` and `deno task stage`.
 
 import { parseArgs } from "node:util";
-import { UserError } from "./errors.ts";
+import { UsageError } from "./errors.ts";
 import { type PipelineFlags, runPipeline } from "./pipeline.ts";
 import type { ParamSpec, StageDef } from "./stage.ts";
 
@@ -90,7 +90,7 @@ export async function cli(args: string[], stages: StageDef[], mode: "pipeline" |
       },
     });
   } catch (e) {
-    throw new UserError(`${(e as Error).message.split("\n")[0]}; see --help`);
+    throw new UsageError(`${(e as Error).message.split("\n")[0]}; see --help`);
   }
   const v = parsed.values;
   if (v.help) {
@@ -103,9 +103,9 @@ export async function cli(args: string[], stages: StageDef[], mode: "pipeline" |
   }
   let only = v.only;
   if (mode === "stage") {
-    if (v.only || v.from) throw new UserError("deno task stage takes the stage name itself, not --only/--from");
+    if (v.only || v.from) throw new UsageError("deno task stage takes the stage name itself, not --only/--from");
     if (parsed.positionals.length !== 1) {
-      throw new UserError(`give exactly one stage name, e.g. deno task stage ${stages[0]?.name ?? "01_construct"}; stages are ${stages.map((s) => s.name).join(", ")}`);
+      throw new UsageError(`give exactly one stage name, e.g. deno task stage ${stages[0]?.name ?? "01_construct"}; stages are ${stages.map((s) => s.name).join(", ")}`);
     }
     only = [parsed.positionals[0]];
   }

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import type { KnockoutConfig, LanguageModel, UnitSelector } from "../../engine/arch.ts";
 import type { PromptKnockout } from "./knockout_configs.ts";
 import { withDevice } from "./engine.ts";
-import { errorLine, UserError } from "./errors.ts";
+import { aboutRows, errorLine, UserError } from "./errors.ts";
 import { fixedGroups } from "./groups.ts";
 import { RowLog } from "./resume.ts";
 import type { StageContext } from "./stage.ts";
@@ -26,6 +26,15 @@ export function checkKnockoutsApply(model: LanguageModel, opts: { heads: UnitSel
   }
   if (opts.conv.includes(true) && model.info.convWidth === 0) {
     throw new UserError(`${stage}.conv: ${model.info.family} models have no conv path to cut; use conv=false`);
+  }
+}
+
+/** A window check (layerWindows) whose error names the parameter: `03_info_flow.k: window size k=9 is larger …`. */
+export function checkWindow(check: () => unknown, what: string): void {
+  try {
+    check();
+  } catch (e) {
+    throw new UserError(`${what}: ${errorLine(e)}`);
   }
 }
 
@@ -87,7 +96,7 @@ export async function runKnockoutJobs(
           });
         } catch (e) {
           bar.tick(-ticked); // the group is redone or the stage ends: its knockouts are not done
-          throw e;
+          throw aboutRows(e, group, opts.label);
         }
       });
       const records: KnockoutRecord[] = [];

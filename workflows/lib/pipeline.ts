@@ -9,8 +9,8 @@ import { writeJsonAtomic } from "./atomic.ts";
 import { type ConfigOverrides, loadConfig, relOrAbs, type StudyConfig } from "./config.ts";
 import { InterruptedError, UserError } from "./errors.ts";
 import { RunInputs } from "./inputs.ts";
-import { lockRunDir } from "./lock.ts";
-import { type Plan, planLines, planStages, type RunTarget, runName, type Selection, selectStages } from "./plan.ts";
+import { checkRunFolder, lockRunDir, RUN_CONFIG } from "./lock.ts";
+import { checkParamsAgainstModel, type Plan, planLines, planStages, type RunTarget, runName, type Selection, selectStages } from "./plan.ts";
 import { formatRows, selectRows } from "./rows.ts";
 import { runShard } from "./run_shard.ts";
 import { runStage } from "./run_stage.ts";
@@ -54,8 +54,12 @@ async function prepareTarget(sel: Selection, cfg: StudyConfig, inputs: RunInputs
   const rows = selectRows(table.numRows, { rows: cfg.rows, limit: cfg.limit });
   if (rows.length === 0) throw new UserError("the row selection is empty; check --rows / --limit");
   if (sel.stages.some((s) => s.inputs.tokenizer)) await inputs.tokenizerHash();
-  if (sel.stages.some((s) => s.inputs.model)) await inputs.checkpoint();
+  if (sel.stages.some((s) => s.inputs.model)) {
+    const ckpt = await inputs.checkpoint();
+    checkParamsAgainstModel(sel, cfg, ckpt && { family: ckpt.config.family, nLayer: ckpt.config.nLayer });
+  }
   const runDir = out ? resolve(Deno.cwd(), out) : join(cfg.outputs, runName(cfg.model, rows, table.numRows));
+  await checkRunFolder(runDir); // never a model's folder or another folder's files (a dry run too)
   return { cfg, inputs, runDir, rows };
 }
 
@@ -246,7 +250,7 @@ async function runPlans(toRun: Plan[], target: RunTarget, io: PipelineIO, mode: 
         } else if (p.def.shardable && p.shards.length) io.say(`${name}: its shards are not used (--force computes it in this process)`);
         const { ctx, wallS } = await runStage(p, target, session, merge);
         effectiveConfig.stagesRun.push(name);
-        await writeJsonAtomic(join(runDir, "config.json"), effectiveConfig);
+        await writeJsonAtomic(join(runDir, RUN_CONFIG), effectiveConfig);
         const counts = Object.entries(ctx.counts).map(([k, v]) => `${k} ${v}`).join(", ");
         io.say(`${name}: ${merge ? "merged" : "done"} in ${wallS.toFixed(1)} s${counts ? ` (${counts})` : ""}`);
       }

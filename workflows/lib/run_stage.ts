@@ -8,6 +8,7 @@ import { exists, removeStaleTemps, writeJsonAtomic } from "./atomic.ts";
 import { engineSha256, outputRecord } from "./manifest.ts";
 import { outputsOf, type Plan, type RunTarget } from "./plan.ts";
 import { fillFromShards, type ShardSet, shardsRoot } from "./shard.ts";
+import { formatRows } from "./rows.ts";
 import { makeStageContext, type RunSession } from "./stage_context.ts";
 import type { Manifest, OutputRecord, StageContext } from "./stage.ts";
 
@@ -27,6 +28,7 @@ export async function runStage(plan: Plan, target: RunTarget, session: RunSessio
   await Deno.mkdir(dir, { recursive: true });
   await removeStaleTemps(dir);
   const ctx = makeStageContext(plan, target, session, { merged: merge !== undefined });
+  if (plan.fresh) await Deno.remove(ctx.workDir, { recursive: true }).catch(() => {}); // --force starts over
   const shards = merge ? await fillFromShards(plan, merge, ctx.workDir) : undefined;
   await def.run(ctx);
   // a stage that finished is recorded as finished, even when a stop was asked for meanwhile
@@ -52,6 +54,7 @@ export async function runStage(plan: Plan, target: RunTarget, session: RunSessio
     engine,
     counts: ctx.counts,
     info: shards ? { ...ctx.info, shards } : ctx.info,
+    selection: { rows: formatRows(target.rows), rowCount: target.rows.length }, // the run's rows, whatever the stage reads
     outputs,
   };
   // the manifest comes last: it is what marks the outputs as finished

@@ -18,6 +18,12 @@ export interface ParamSpec {
   min?: number;
   max?: number;
   choices?: readonly string[];
+  /**
+   * Throughput only (batch sizes, prompts per call): the outputs are byte-identical whatever its
+   * value (tests prove it), so it is left out of the cache key: changing it reruns nothing. It is
+   * recorded in the manifest (`throughputParams`).
+   */
+  throughput?: boolean;
 }
 
 export interface StageInputs {
@@ -52,7 +58,19 @@ export interface StageDef<P extends Params = Params> {
    * writing its outputs when `ctx.shard` is set (lib/shard.ts).
    */
   shardable?: boolean;
+  /**
+   * Checks the parameters against the model's shape (config.json, read without loading weights),
+   * before anything runs, dry runs too (e.g. a window of 9 layers on a 6-layer model): throws a
+   * UserError of one line naming the parameter. Skipped while a hub model is not downloaded yet.
+   */
+  checkModel?(params: P, model: ModelShape): void;
   run(ctx: StageContext<P>): Promise<void>;
+}
+
+/** What a stage may check its parameters against before the model is loaded (its config.json). */
+export interface ModelShape {
+  family: string;
+  nLayer: number;
 }
 
 export function defineStage<P extends Params>(def: StageDef<P>): StageDef<P> {
@@ -127,7 +145,10 @@ export interface KeyMaterial {
   stage: string;
   version: string;
   codeSha256: string;
+  /** the parameters that can change the outputs (in the key) */
   params: Params;
+  /** the throughput-only parameters (ParamSpec.throughput): recorded, not in the key */
+  throughputParams?: Params;
   inputs: {
     dataset?: { path: string; sha256: string; rows: string; rowCount: number };
     tokenizer?: { path: string; sha256: string };
@@ -144,5 +165,7 @@ export interface Manifest extends KeyMaterial {
   engine: Record<string, unknown>;
   counts: Record<string, number>;
   info: Record<string, unknown>;
+  /** the run's row selection (also for stages that do not read the dataset themselves) */
+  selection?: { rows: string; rowCount: number };
   outputs: Record<string, OutputRecord>;
 }
