@@ -5,7 +5,7 @@ import { openCheckpoint } from "./checkpoint/mod.ts";
 import { createGpu } from "./gpu.ts";
 import { loadModel } from "./families.ts";
 import { InputError, parseUnitSelector } from "./arch.ts";
-import { loadTokenizer } from "./tokenizer.ts";
+import { loadTokenizer, tokenizerPathFor } from "./tokenizer.ts";
 import { topK } from "./probs.ts";
 import { type BlockSpec, parseBlockSpec, resolveBlockSpecs } from "./blockspec.ts";
 import { runMain, UsageError } from "./cli.ts";
@@ -60,7 +60,9 @@ async function main() {
     throw e;
   }
 
-  const tokenizer = await loadTokenizer();
+  const ckpt = await openCheckpoint(values.model, { offline: values.offline });
+  // the model's own tokenizer.json when its folder has one, else GPT-NeoX-20B's (engine/tokenizer.ts)
+  const tokenizer = await loadTokenizer((await tokenizerPathFor(ckpt.dir)).path);
   let ids: number[];
   if (values.ids !== undefined) {
     ids = values.ids.split(",").map((s) => {
@@ -72,10 +74,9 @@ async function main() {
     if (ids.length === 0) throw new UsageError("--prompt is empty: give some text");
   }
 
-  const ckpt = await openCheckpoint(values.model, { offline: values.offline });
   const knockout = specs.length ? resolveBlockSpecs(specs, ids.length, ckpt.config.nLayer, { units, conv: values.conv }) : undefined;
   const gpu = await createGpu();
-  const model = await loadModel(gpu, ckpt, { dtype });
+  const model = await loadModel(gpu, ckpt, { dtype, vocabSize: tokenizer.vocabSize });
   ckpt.close();
   const info = model.info;
   const [logits] = await model.forward([ids], { mode, knockouts: knockout ? [knockout] : undefined });

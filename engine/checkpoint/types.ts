@@ -27,6 +27,11 @@ export interface TensorSource {
    * (byteOffset 0, so typed-array views of it are aligned).
    */
   readBytes(name: string): Promise<Uint8Array>;
+  /**
+   * `length` bytes of the tensor's contiguous data from byte `offset` (a fresh buffer), read from the
+   * file without the rest; formats that cannot read part of a tensor leave it out.
+   */
+  readBytesRange?(name: string, offset: number, length: number): Promise<Uint8Array>;
   close(): void;
 }
 

@@ -10,7 +10,7 @@
 import type { Mamba2Config } from "../../engine/mamba2/config.ts";
 import type { SsdShape } from "../../engine/mamba2/ops.ts";
 import { type KnockoutSpec, selectByDecay } from "../../engine/arch.ts";
-import { conv1dSilu, dtSoftplus, embedding, matmul, metaOf, NORM_EPS, rmsnorm, rowOrBase, silu, type Vec } from "./shared.ts";
+import { conv1dSilu, dtSoftplus, embedding, matmul, metaOf, rmsnorm, rowOrBase, silu, type Vec } from "./shared.ts";
 
 const groupOf = (h: number, s: SsdShape) => Math.floor(h / (s.nheads / s.ngroups));
 const bAt = (row: number, g: number, n: number, s: SsdShape) => row * s.convDim + s.dInner + g * s.dState + n;
@@ -238,11 +238,12 @@ export function referenceForward(
     dInner: cfg.dInner,
   };
 
-  const resid = embedding(w("backbone.embedding.weight"), D, ids); // (T, D)
+  const embName = cfg.layout === "hf" ? "backbone.embeddings.weight" : "backbone.embedding.weight";
+  const resid = embedding(w(embName), D, ids); // (T, D)
   for (let l = 0; l < cfg.nLayer; l++) {
     const pre = `backbone.layers.${l}`;
     // 1. hidden (T, D) = RMSNorm(residual)
-    const hidden = rmsnorm(resid, w(`${pre}.norm.weight`), T, D, NORM_EPS);
+    const hidden = rmsnorm(resid, w(`${pre}.norm.weight`), T, D, cfg.normEps);
     // 2. zxbcdt (T, dInProj) = in_proj(hidden): z (dInner) | xBC (convDim) | dt (H)
     const zxbcdt = matmul(hidden, w(`${pre}.mixer.in_proj.weight`), T, cfg.dInProj, D);
     // 3. xbc (T, convDim) = SiLU(causal conv1d(xBC)): x (dInner) | B (G*N) | C (G*N)
@@ -277,8 +278,8 @@ export function referenceForward(
       inStride: cfg.dInProj,
       inOffset: cfg.dInner,
     }, taps);
-    // 4. dt (T, H) = softplus(dt + dt_bias)
-    const dt = dtSoftplus(zxbcdt, w(`${pre}.mixer.dt_bias`), { rows: T, width: H, inStride: cfg.dInProj, inOffset: cfg.dInner + cfg.convDim });
+    // 4. dt (T, H) = clamp(softplus(dt + dt_bias), dt_limit)
+    const dt = dtSoftplus(zxbcdt, w(`${pre}.mixer.dt_bias`), { rows: T, width: H, inStride: cfg.dInProj, inOffset: cfg.dInner + cfg.convDim, limit: cfg.dtLimit });
     // 5. A (H) = -exp(A_log)
     const a = Array.from(aLog, (v) => -Math.exp(v));
     const dSkip = w(`${pre}.mixer.D`);
@@ -292,12 +293,12 @@ export function referenceForward(
       y = ssdAttentionApply(m, xbc, dt, dSkip, s); // SSD 3
     }
     // 7. yNorm (T, dInner) = RMSNorm_group(y * SiLU(z)) * weight
-    const yNorm = gatedRmsnorm(y, zxbcdt, w(`${pre}.mixer.norm.weight`), { rows: T, dInner: cfg.dInner, ngroups: cfg.ngroups, zStride: cfg.dInProj, eps: NORM_EPS });
+    const yNorm = gatedRmsnorm(y, zxbcdt, w(`${pre}.mixer.norm.weight`), { rows: T, dInner: cfg.dInner, ngroups: cfg.ngroups, zStride: cfg.dInProj, eps: cfg.gatedNormEps });
     // 8. residual += out_proj(yNorm)
     matmul(yNorm, w(`${pre}.mixer.out_proj.weight`), T, D, cfg.dInner, { y: resid, accumulate: true });
   }
   // logits (T, vocabPadded) = lm_head(RMSNorm_f(residual)); lm_head is the embedding when tied
-  const normed = rmsnorm(resid, w("backbone.norm_f.weight"), T, D, NORM_EPS);
-  const head = cfg.tieEmbeddings || !weights.has("lm_head.weight") ? w("backbone.embedding.weight") : w("lm_head.weight");
+  const normed = rmsnorm(resid, w("backbone.norm_f.weight"), T, D, cfg.normEps);
+  const head = cfg.tieEmbeddings || !weights.has("lm_head.weight") ? w(embName) : w("lm_head.weight");
   return matmul(normed, head, T, cfg.vocabPadded, D);
 }

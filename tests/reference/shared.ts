@@ -96,15 +96,16 @@ export function conv1dSilu(
   return out;
 }
 
-/** dt (rows, width) = softplus(src[:, inOffset + h] + bias[h]) */
+/** dt (rows, width) = clamp(softplus(src[:, inOffset + h] + bias[h]), limit[0], limit[1]) (default: no clamp) */
 export function dtSoftplus(
   src: Vec,
   bias: Vec,
-  s: { rows: number; width: number; inStride: number; inOffset: number },
+  s: { rows: number; width: number; inStride: number; inOffset: number; limit?: [number, number] },
 ): Float64Array {
   const dt = new Float64Array(s.rows * s.width);
+  const [lo, hi] = s.limit ?? [0, Infinity];
   for (let r = 0; r < s.rows; r++) {
-    for (let h = 0; h < s.width; h++) dt[r * s.width + h] = softplus(src[r * s.inStride + s.inOffset + h] + bias[h]);
+    for (let h = 0; h < s.width; h++) dt[r * s.width + h] = Math.min(hi, Math.max(lo, softplus(src[r * s.inStride + s.inOffset + h] + bias[h])));
   }
   return dt;
 }
