@@ -5,7 +5,7 @@
 import type { ModelConfig } from "./config.ts";
 import { parseConfig } from "./config.ts";
 import type { Checkpoint, TensorInfo } from "./checkpoint/mod.ts";
-import { float32ToHalf } from "./checkpoint/dtype.ts";
+import { float32ToHalf, float32ToHalfInto } from "./checkpoint/dtype.ts";
 import { expectedTensors } from "./families.ts";
 import { numel, type TensorSpec } from "./tensors.ts";
 
@@ -84,10 +84,10 @@ export function syntheticConfig(shape: string, overrides: Record<string, unknown
 }
 
 /** Elements [from, from + n) of a tensor's values as its init says, from the stream of (name, seed). */
-function values(t: TensorSpec, seed: number, from = 0, n = numel(t.shape) - from): Float32Array {
+function values(t: TensorSpec, seed: number, from = 0, n = numel(t.shape) - from, into?: Float32Array): Float32Array {
   const h = hashName(t.name, seed);
   const r = (i: number) => at(h, from + i);
-  const out = new Float32Array(n);
+  const out = into && into.length >= n ? into.subarray(0, n) : new Float32Array(n);
   const init = t.init;
   switch (init.kind) {
     case "ones":
@@ -115,11 +115,12 @@ export function syntheticCheckpoint(config: ModelConfig, seed = 0): Checkpoint {
     if (!t) throw new Error(`synthetic checkpoint has no tensor ${name}`);
     return t;
   };
-  const rows = (t: TensorSpec, first: number, count: number) => {
+  const rows = (t: TensorSpec, first: number, count: number, into?: Float32Array) => {
     const width = numel(t.shape) / t.shape[0];
     if (first < 0 || count < 0 || first + count > t.shape[0]) throw new Error(`synthetic ${t.name}: no rows ${first}..${first + count}`);
-    return values(t, seed, first * width, count * width);
+    return values(t, seed, first * width, count * width, into);
   };
+  let scratch: Float32Array = new Float32Array(0); // f32 values of the f16 pieces, reused
   const info = (name: string): TensorInfo => ({ name, dtype: "F32", shape: [...spec(name).shape] });
   return {
     dir: `synthetic:${seed}`,
@@ -131,8 +132,12 @@ export function syntheticCheckpoint(config: ModelConfig, seed = 0): Checkpoint {
     info,
     readF32: (name) => Promise.resolve(values(spec(name), seed)),
     readF16: (name) => Promise.resolve(float32ToHalf(values(spec(name), seed))),
-    readF32Rows: (name, first, count) => Promise.resolve(rows(spec(name), first, count)),
-    readF16Rows: (name, first, count) => Promise.resolve(float32ToHalf(rows(spec(name), first, count))),
+    readF32Rows: (name, first, count, into) => Promise.resolve(rows(spec(name), first, count, into)),
+    readF16Rows: (name, first, count, into) => {
+      const x = rows(spec(name), first, count, scratch);
+      scratch = x.length > scratch.length ? x : scratch;
+      return Promise.resolve(float32ToHalfInto(x, into && into.length >= x.length ? into : new Uint16Array(x.length)));
+    },
     close: () => {},
   };
 }

@@ -3,7 +3,7 @@
 
 import { resolve } from "node:path";
 import { ConfigError, type ModelConfig, parseConfig, parsePythonJson } from "../config.ts";
-import { bytesToFloat32, bytesToHalf, countNonFinite } from "./dtype.ts";
+import { bytesToFloat32, bytesToFloat32Into, bytesToHalf, bytesToHalfInto, countNonFinite } from "./dtype.ts";
 import { readBoundedText } from "./file.ts";
 import { hfCacheDir, looksLikeHubId, resolveHubModel } from "./hub.ts";
 import { checkpointIdentity } from "./identity.ts";
@@ -35,9 +35,11 @@ export interface Checkpoint {
   /**
    * Rows [first, first + count) of the tensor (a row = its first dimension's slice), as readF32 /
    * readF16 give them; safetensors read only those bytes from the file, so a large tensor streams.
+   * With `into` (long enough), the values are written there and its start comes back: a loader
+   * that reuses one buffer leaves no garbage per piece.
    */
-  readF32Rows(name: string, first: number, count: number): Promise<Float32Array>;
-  readF16Rows(name: string, first: number, count: number): Promise<Uint16Array>;
+  readF32Rows(name: string, first: number, count: number, into?: Float32Array): Promise<Float32Array>;
+  readF16Rows(name: string, first: number, count: number, into?: Uint16Array): Promise<Uint16Array>;
   close(): void;
 }
 
@@ -100,6 +102,8 @@ class OpenCheckpoint implements Checkpoint {
 
   /** The last tensor read whole for its rows (formats without ranged reads): one at a time. */
   private whole?: { name: string; bytes: Uint8Array };
+  /** The bytes of ranged reads, reused from one to the next (grown when a piece needs more). */
+  private scratch = new Uint8Array(0);
 
   /** Bytes of rows [first, first + count); a piece holding NaN or ±Inf is refused as the whole tensor would be. */
   private async rowBytes(name: string, first: number, count: number): Promise<{ bytes: Uint8Array; dtype: DType }> {
@@ -116,19 +120,22 @@ class OpenCheckpoint implements Checkpoint {
       if (first + count === rows) this.whole = undefined;
       return { bytes, dtype };
     }
-    const bytes = await this.source.readBytesRange(name, first * rowBytes, count * rowBytes);
+    if (this.scratch.length < count * rowBytes) this.scratch = new Uint8Array(count * rowBytes);
+    const bytes = await this.source.readBytesRange(name, first * rowBytes, count * rowBytes, this.scratch);
     if (countNonFinite(bytes, dtype).count > 0) await this.bytes(name); // throws, counting over the whole tensor
     return { bytes, dtype };
   }
 
-  async readF32Rows(name: string, first: number, count: number): Promise<Float32Array> {
+  async readF32Rows(name: string, first: number, count: number, into?: Float32Array): Promise<Float32Array> {
     const { bytes, dtype } = await this.rowBytes(name, first, count);
-    return bytesToFloat32(bytes, dtype);
+    const n = bytes.byteLength / bytesPerElement(dtype);
+    return bytesToFloat32Into(bytes, dtype, into && into.length >= n ? into : new Float32Array(n));
   }
 
-  async readF16Rows(name: string, first: number, count: number): Promise<Uint16Array> {
+  async readF16Rows(name: string, first: number, count: number, into?: Uint16Array): Promise<Uint16Array> {
     const { bytes, dtype } = await this.rowBytes(name, first, count);
-    return bytesToHalf(bytes, dtype);
+    const n = bytes.byteLength / bytesPerElement(dtype);
+    return bytesToHalfInto(bytes, dtype, into && into.length >= n ? into : new Uint16Array(n));
   }
 
   async readF32(name: string): Promise<Float32Array> {
@@ -145,6 +152,7 @@ class OpenCheckpoint implements Checkpoint {
     if (this.closed) return;
     this.closed = true;
     this.whole = undefined;
+    this.scratch = new Uint8Array(0);
     this.source.close();
   }
 }

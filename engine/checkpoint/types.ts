@@ -28,10 +28,11 @@ export interface TensorSource {
    */
   readBytes(name: string): Promise<Uint8Array>;
   /**
-   * `length` bytes of the tensor's contiguous data from byte `offset` (a fresh buffer), read from the
-   * file without the rest; formats that cannot read part of a tensor leave it out.
+   * `length` bytes of the tensor's contiguous data from byte `offset` (in the start of `into` when
+   * given and long enough, else a fresh buffer), read from the file without the rest; formats that
+   * cannot read part of a tensor leave it out.
    */
-  readBytesRange?(name: string, offset: number, length: number): Promise<Uint8Array>;
+  readBytesRange?(name: string, offset: number, length: number, into?: Uint8Array<ArrayBuffer>): Promise<Uint8Array>;
   close(): void;
 }
 

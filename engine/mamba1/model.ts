@@ -259,7 +259,7 @@ export async function loadMamba1(gpu: Gpu, ckpt: Checkpoint, opts: LoadOptions):
   }
   const normF = await load.vector(names.normF.name);
   const ones = cfg.mixerRmsEps === null ? null : await load.vector("ones", new Float32Array(Math.max(R, N)).fill(1));
-  await load.flush();
+  await load.finish();
   // every layer has the same shapes: the kernels of layer 0's and the head's suffice
   const l0 = layers[0];
   await ops.mm.warmUp([lmHead, l0.inProj, l0.xProjDt, l0.xProjBc, l0.dtProj, l0.outProj]);

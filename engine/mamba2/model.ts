@@ -238,7 +238,7 @@ export async function loadMamba2(gpu: Gpu, ckpt: Checkpoint, opts: LoadOptions):
     });
   }
   const normF = await load.vector(names.normF.name);
-  await load.flush();
+  await load.finish();
   // every layer has the same shapes: the kernels of layer 0's and the head's suffice
   await ops.mm.warmUp([lmHead, layers[0].inProj, layers[0].outProj], (rec, scratch, out) => m2.warmUpScan(rec, scratch, out, cfg));
   const stack = new Mamba2Stack(cfg, ops, m2, layers, normF, decays);
