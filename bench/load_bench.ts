@@ -2,7 +2,9 @@
 // fresh process (so that its peak is its own): the process creates the device, notes its resident
 // memory (the baseline: Deno, the driver), loads a synthetic model (engine/synthetic.ts: random
 // weights made piece by piece, nothing downloaded) of the given shape and dtype, waits for the queue,
-// and reports the weights' bytes on the GPU and its peak resident set (VmHWM, Linux). On lavapipe
+// and reports the weights' bytes on the GPU and its peak resident set (VmHWM, Linux); then it runs
+// one short prompt in scan and attention mode and checks that the logits are finite and that the two
+// modes agree (so a large model's split tensors are seen to work, not only to load). On lavapipe
 // GPU memory is host memory, so the peak holds the weights themselves plus whatever loading kept
 // besides: peak / weights is the number to watch (issue 14: at most 1.3).
 //   deno run -A bench/load_bench.ts [--shape mamba2-1.3b]... [--dtype f32|f16]...
@@ -32,6 +34,8 @@ interface LoadMeasure {
   baselineBytes: number; // resident after the device was made, before loading
   peakBytes: number; // the process's peak resident set at the end of the load
   seconds: number;
+  /** max |scan − attention| / max |logit| of one 8-token prompt; NaN when a logit is not finite */
+  modesDiff: number;
 }
 
 /** One load in this process (the child's side). */
@@ -44,8 +48,16 @@ async function measureHere(shape: string, dtype: "f32" | "f16"): Promise<LoadMea
   const seconds = (performance.now() - t0) / 1000;
   const peakBytes = procStatus("VmHWM");
   const weightBytes = model instanceof Backbone ? model.weightBytes : NaN;
+  const ids = [[510, 3101, 14018, 273, 10213, 282, 11128, 6595]];
+  const [[scan], [attention]] = [await model.forward(ids, { mode: "scan" }), await model.forward(ids, { mode: "attention" })];
+  let diff = 0, max = 0;
+  for (let i = 0; i < scan.length; i++) {
+    if (!Number.isFinite(scan[i]) || !Number.isFinite(attention[i])) diff = NaN;
+    diff = Math.max(diff, Math.abs(scan[i] - attention[i]));
+    max = Math.max(max, Math.abs(scan[i]));
+  }
   model.destroy();
-  return { shape, dtype, weightBytes, baselineBytes, peakBytes, seconds };
+  return { shape, dtype, weightBytes, baselineBytes, peakBytes, seconds, modesDiff: diff / max };
 }
 
 /** One load in a fresh process. */
@@ -72,6 +84,7 @@ export async function benchLoad(opts: { quick?: boolean; shapes?: string[]; dtyp
       rows.push({ name: `${name}: peak resident / weights`, value: m.peakBytes / m.weightBytes, unit: "×", note: `peak ${(m.peakBytes / GB).toFixed(2)} GiB, weights ${(m.weightBytes / GB).toFixed(2)} GiB` });
       rows.push({ name: `${name}: (peak − baseline) / weights`, value: (m.peakBytes - m.baselineBytes) / m.weightBytes, unit: "×", note: `baseline ${(m.baselineBytes / GB).toFixed(2)} GiB (Deno + driver)` });
       rows.push({ name: `${name}: time`, value: m.seconds, unit: "s", note: "synthetic weights made on the fly" });
+      if (!(m.modesDiff <= 1e-3)) throw new Error(`${name}: scan and attention mode disagree (${m.modesDiff} of max |logit|) or a logit is not finite`);
     }
   }
   return rows;
