@@ -86,3 +86,33 @@ for (const name of ["mamba1-tiny", "falcon-mamba-tiny"]) {
     }
   });
 }
+
+Deno.test("the model's own tokenizer.json: used by 01_construct, its path and sha256 in the manifest and the cache key; changing it reruns", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "own_tokenizer_" });
+  try {
+    const model = join(tmp, "model");
+    await Deno.mkdir(model);
+    for (const f of ["config.json", "model.safetensors"]) await Deno.symlink(new URL(`./fixtures/mamba1-tiny/${f}`, import.meta.url).pathname, join(model, f));
+    // GPT-NeoX-20B's tokenizer with one more token (50278 <= the 50280 head rows): its own file, its own hash
+    const neox = JSON.parse(await Deno.readTextFile(new URL("../data/gpt-neox-20b-tokenizer.json", import.meta.url)));
+    neox.added_tokens.push({ id: 50277, content: "<|own|>", single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+    await Deno.writeTextFile(join(model, "tokenizer.json"), JSON.stringify(neox));
+    const out = join(tmp, "run");
+    const args = ["--model", model, "--rows", "0-2", "--only", "01_construct", "--out", out];
+    const r = await pipeline(args);
+    assertEquals(r.code, 0, describe(r));
+    const manifest = JSON.parse(await Deno.readTextFile(join(out, "01_construct", "manifest.json")));
+    assertEquals(manifest.inputs.tokenizer.path, join(model, "tokenizer.json"));
+    const { hashFile } = await import("../workflows/lib/hash.ts");
+    assertEquals(manifest.inputs.tokenizer.sha256, await hashFile(join(model, "tokenizer.json")));
+    // the same run again is up to date; another tokenizer.json beside the model reruns 01_construct
+    assert(/up to date/.test((await pipeline(args)).stdout));
+    neox.added_tokens.push({ id: 50278, content: "<|own2|>", single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+    await Deno.writeTextFile(join(model, "tokenizer.json"), JSON.stringify(neox));
+    const again = await pipeline(args);
+    assertEquals(again.code, 0, describe(again));
+    assert(/01_construct: runs: .*tokenizer changed/.test(again.stdout), again.stdout);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
