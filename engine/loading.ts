@@ -23,7 +23,26 @@ export class WeightLoader {
   /** MAP_WRITE staging, mapped while it is filled; the copies out of it wait for the next flush */
   private staging?: { buffer: GPUBuffer; bytes: Uint8Array; at: number; copies: { dst: GPUBuffer; dstOffset: number; from: number; size: number }[] };
 
+  /** bytes of every buffer this loader made (the weights on the GPU) */
+  bytes = 0;
+
   constructor(readonly gpu: Gpu, readonly ckpt: Checkpoint, readonly dtype: WeightDtype) {}
+
+  private buffer(bytes: number, label: string): GPUBuffer {
+    const b = storageBuffer(this.gpu, bytes, label);
+    this.bytes += b.size;
+    return b;
+  }
+
+  /**
+   * The embedding (vocabPadded, dModel) and the LM head: the embedding itself when tied (or when an
+   * optional head is absent), else its own matrix.
+   */
+  async head(embedding: string, lmHead: string, c: { vocabPadded: number; dModel: number; tieEmbeddings: boolean }): Promise<{ embedding: Weight; lmHead: Weight }> {
+    const emb = await this.matrix(embedding, c.vocabPadded, c.dModel);
+    const head = c.tieEmbeddings || !this.ckpt.has(lmHead) ? emb : await this.matrix(lmHead, c.vocabPadded, c.dModel);
+    return { embedding: emb, lmHead: head };
+  }
 
   /** Copy what the staging buffer holds into the weights' buffers and wait until it is free again. */
   async flush(): Promise<void> {
@@ -71,7 +90,7 @@ export class WeightLoader {
   /** A tensor as an f32 storage buffer (small tensors: at most PIECE_BYTES). */
   async vector(name: string, values?: Float32Array): Promise<GPUBuffer> {
     const data = values ?? await this.ckpt.readF32(name);
-    const buf = storageBuffer(this.gpu, data.byteLength, name);
+    const buf = this.buffer(data.byteLength, name);
     await this.write(buf, 0, data);
     return buf;
   }
@@ -95,7 +114,7 @@ export class WeightLoader {
     const chunks: Weight["chunks"] = [];
     for (let r0 = 0; r0 < rows; r0 += rowsPerChunk) {
       const n = Math.min(rowsPerChunk, rows - r0);
-      const buffer = storageBuffer(this.gpu, n * bytesPerRow, `${name}[${r0}:${r0 + n}]`);
+      const buffer = this.buffer(n * bytesPerRow, `${name}[${r0}:${r0 + n}]`);
       chunks.push({ buffer, rowStart: r0, rows: n });
       for (let p0 = 0; p0 < n; p0 += rowsPerPiece) {
         const m = Math.min(rowsPerPiece, n - p0);

@@ -12,7 +12,7 @@ import type { Checkpoint } from "../checkpoint/mod.ts";
 import type { LoadOptions } from "../families.ts";
 import type { Gpu, Recorder } from "../gpu.ts";
 import { WeightLoader } from "../loading.ts";
-import { destroyWeight, type Weight, weightBytes } from "../matmul.ts";
+import { destroyWeight, type Weight } from "../matmul.ts";
 import { Ops } from "../ops.ts";
 import { type Mamba1Config, parseMamba1Config } from "./config.ts";
 import { type Mamba1Shape, Mamba1Ops } from "./ops.ts";
@@ -233,8 +233,7 @@ export async function loadMamba1(gpu: Gpu, ckpt: Checkpoint, opts: LoadOptions):
   const load = new WeightLoader(gpu, ckpt, dtype);
   const I = cfg.dInner, N = cfg.dState, R = cfg.dtRank;
 
-  const embedding = await load.matrix(names.embedding.name, cfg.vocabPadded, cfg.dModel);
-  const lmHead = cfg.tieEmbeddings || !ckpt.has(names.lmHead.name) ? embedding : await load.matrix(names.lmHead.name, cfg.vocabPadded, cfg.dModel);
+  const { embedding, lmHead } = await load.head(names.embedding.name, names.lmHead.name, cfg);
   const layers: LayerWeights[] = [];
   const decays: Float64Array[] = [];
   for (const t of names.layers) {
@@ -264,8 +263,5 @@ export async function loadMamba1(gpu: Gpu, ckpt: Checkpoint, opts: LoadOptions):
   const l0 = layers[0];
   await ops.mm.warmUp([lmHead, l0.inProj, l0.xProjDt, l0.xProjBc, l0.dtProj, l0.outProj]);
   const stack = new Mamba1Stack(cfg, ops, m1, layers, normF, ones, decays);
-  const vectors = (l: LayerWeights) => [l.norm, l.convWeight, l.convBias, l.dtBias, l.a, l.d].reduce((s, b) => s + b.size, 0);
-  const matrices = (l: LayerWeights) => [l.inProj, l.xProjDt, l.xProjBc, l.dtProj, l.outProj].reduce((s, m) => s + weightBytes(m), 0);
-  const bytes = Backbone.headBytes(embedding, lmHead) + normF.size + layers.reduce((s, l) => s + matrices(l) + vectors(l), 0);
-  return new Backbone(gpu, ops, stack, embedding, lmHead, dtype, bytes, opts.vocabSize);
+  return new Backbone(gpu, ops, stack, embedding, lmHead, dtype, load.bytes, opts.vocabSize);
 }

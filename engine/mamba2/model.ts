@@ -11,7 +11,7 @@ import type { Checkpoint } from "../checkpoint/mod.ts";
 import type { LoadOptions } from "../families.ts";
 import type { Gpu, Recorder } from "../gpu.ts";
 import { WeightLoader } from "../loading.ts";
-import { destroyWeight, type Weight, weightBytes } from "../matmul.ts";
+import { destroyWeight, type Weight } from "../matmul.ts";
 import { Ops } from "../ops.ts";
 import { type Mamba2Config, parseMamba2Config } from "./config.ts";
 import { Mamba2Ops, type SsdShape } from "./ops.ts";
@@ -217,8 +217,7 @@ export async function loadMamba2(gpu: Gpu, ckpt: Checkpoint, opts: LoadOptions):
   // matrices are stored in `dtype` (f16 from an f32 checkpoint rounds to nearest even), streamed in pieces
   const load = new WeightLoader(gpu, ckpt, dtype);
 
-  const embedding = await load.matrix(names.embedding.name, cfg.vocabPadded, cfg.dModel);
-  const lmHead = cfg.tieEmbeddings || !ckpt.has(names.lmHead.name) ? embedding : await load.matrix(names.lmHead.name, cfg.vocabPadded, cfg.dModel);
+  const { embedding, lmHead } = await load.head(names.embedding.name, names.lmHead.name, cfg);
   const layers: LayerWeights[] = [];
   const decays: Float64Array[] = [];
   for (const t of names.layers) {
@@ -242,7 +241,5 @@ export async function loadMamba2(gpu: Gpu, ckpt: Checkpoint, opts: LoadOptions):
   // every layer has the same shapes: the kernels of layer 0's and the head's suffice
   await ops.mm.warmUp([lmHead, layers[0].inProj, layers[0].outProj], (rec, scratch, out) => m2.warmUpScan(rec, scratch, out, cfg));
   const stack = new Mamba2Stack(cfg, ops, m2, layers, normF, decays);
-  const vectors = (l: LayerWeights) => [l.norm, l.convWeight, l.convBias, l.dtBias, l.a, l.d, l.gatedNorm].reduce((s, b) => s + b.size, 0);
-  const bytes = Backbone.headBytes(embedding, lmHead) + normF.size + layers.reduce((s, l) => s + weightBytes(l.inProj) + weightBytes(l.outProj) + vectors(l), 0);
-  return new Backbone(gpu, ops, stack, embedding, lmHead, dtype, bytes, opts.vocabSize);
+  return new Backbone(gpu, ops, stack, embedding, lmHead, dtype, load.bytes, opts.vocabSize);
 }

@@ -9,8 +9,8 @@
 import type { Mamba1Config } from "../../engine/mamba1/config.ts";
 import type { Mamba1Shape } from "../../engine/mamba1/ops.ts";
 import { mamba1Tensors } from "../../engine/mamba1/tensors.ts";
-import { type KnockoutSpec, selectByDecay } from "../../engine/arch.ts";
-import { conv1dSilu, dtSoftplus, embedding, matmul, metaOf, rmsnorm, rowOrBase, silu, type Vec } from "./shared.ts";
+import type { KnockoutSpec } from "../../engine/arch.ts";
+import { conv1dSilu, dtSoftplus, embedding, layerKnockouts, matmul, metaOf, rmsnorm, rowOrBase, silu, type Vec } from "./shared.ts";
 
 /**
  * Scan form, y (N, dInner): per prompt b and channel c, from a zero state h (dState):
@@ -169,32 +169,14 @@ export function referenceForward(
     const hidden = rmsnorm(resid, w(t.norm.name), T, D, cfg.normEps);
     // 2. xz (T, 2 I) = in_proj(hidden): x | z
     const xz = matmul(hidden, w(t.inProj.name), T, 2 * I, D);
-    // this layer's knockouts: per blocked (t, u) one unit set (mask entry k = its index + 1), and the
-    // conv taps t - u < d_conv of conv knockouts
+    // this layer's knockouts: per blocked (t, u) one channel set, the conv taps of conv knockouts
     const aLog = w(t.aLog.name);
     const decay = Array.from({ length: I }, (_, c) => {
       let sum = 0;
       for (let n = 0; n < S; n++) sum += Math.exp(-Math.exp(aLog[c * S + n]));
       return sum;
     });
-    let mask: Float64Array | null = null, taps: Float64Array | null = null;
-    const unitSets: number[] = [];
-    for (const k of (opts.knockouts ?? []).filter((k) => k.start <= l && l < k.end)) {
-      const units = new Set(selectByDecay(k.units ?? { kind: "all" }, decay, I, `layer ${l}`));
-      for (const [row, u] of k.edges) {
-        mask ??= new Float64Array(T * T);
-        if (!mask[row * T + u]) {
-          mask[row * T + u] = unitSets.length / I + 1;
-          unitSets.push(...new Array(I).fill(0));
-        }
-        const set = mask[row * T + u] - 1;
-        for (let c = 0; c < I; c++) if (units.has(c)) unitSets[set * I + c] = 1;
-        if (k.conv && row - u > 0 && row - u < cfg.dConv) {
-          taps ??= new Float64Array(T);
-          if (Math.floor(taps[row] / 2 ** (row - u)) % 2 === 0) taps[row] += 2 ** (row - u);
-        }
-      }
-    }
+    const { mask, unitSets, taps } = layerKnockouts(opts.knockouts, l, T, decay, I, cfg.dConv);
     // 3. x (T, I) = SiLU(causal conv1d(x))
     const x = conv1dSilu(xz, w(t.convWeight.name), w(t.convBias.name), { rows: T, seq: T, convDim: I, dConv: cfg.dConv, inStride: 2 * I, inOffset: 0 }, taps);
     // 4. (dt_r, B, C) = x_proj(x); Falcon-Mamba: each RMS-normalised without weight
@@ -212,7 +194,7 @@ export function referenceForward(
     const a = Array.from(aLog, (v) => -Math.exp(v));
     const y = opts.mode === "scan"
       ? selectiveScan(x, dt, a, bc, w(t.d.name), [T], s)
-      : hiddenAttentionApply(hiddenAttention(dt, a, bc, mask, mask ? unitSets : null, s), x, w(t.d.name), s);
+      : hiddenAttentionApply(hiddenAttention(dt, a, bc, mask, unitSets, s), x, w(t.d.name), s);
     // 7. y * SiLU(z); 8. residual += out_proj(·)
     const gated = gateSilu(y, xz, { rows: T, dInner: I, zStride: 2 * I, zOffset: I });
     matmul(gated, w(t.outProj.name), T, D, I, { y: resid, accumulate: true });

@@ -9,8 +9,8 @@
 
 import type { Mamba2Config } from "../../engine/mamba2/config.ts";
 import type { SsdShape } from "../../engine/mamba2/ops.ts";
-import { type KnockoutSpec, selectByDecay } from "../../engine/arch.ts";
-import { conv1dSilu, dtSoftplus, embedding, matmul, metaOf, rmsnorm, rowOrBase, silu, type Vec } from "./shared.ts";
+import type { KnockoutSpec } from "../../engine/arch.ts";
+import { conv1dSilu, dtSoftplus, embedding, layerKnockouts, matmul, metaOf, rmsnorm, rowOrBase, silu, type Vec } from "./shared.ts";
 
 const groupOf = (h: number, s: SsdShape) => Math.floor(h / (s.nheads / s.ngroups));
 const bAt = (row: number, g: number, n: number, s: SsdShape) => row * s.convDim + s.dInner + g * s.dState + n;
@@ -247,29 +247,10 @@ export function referenceForward(
     // 2. zxbcdt (T, dInProj) = in_proj(hidden): z (dInner) | xBC (convDim) | dt (H)
     const zxbcdt = matmul(hidden, w(`${pre}.mixer.in_proj.weight`), T, cfg.dInProj, D);
     // 3. xbc (T, convDim) = SiLU(causal conv1d(xBC)): x (dInner) | B (G*N) | C (G*N)
-    // this layer's knockouts: per blocked (t, u) one head set (mask entry k = its index + 1), and
-    // the conv taps t - u < d_conv of conv knockouts
-    const inLayer = (opts.knockouts ?? []).filter((k) => k.start <= l && l < k.end);
+    // this layer's knockouts: per blocked (t, u) one head set, the conv taps of conv knockouts
     const aLog = w(`${pre}.mixer.A_log`);
     const decay = Array.from(aLog, (v) => Math.exp(-Math.exp(v)));
-    let mask: Float64Array | null = null, taps: Float64Array | null = null; // (1, T, T), (T)
-    const headSets: number[] = [];
-    for (const k of inLayer) {
-      const heads = new Set(selectByDecay(k.units ?? { kind: "all" }, decay, H, `layer ${l}`));
-      for (const [t, u] of k.edges) {
-        mask ??= new Float64Array(T * T);
-        if (!mask[t * T + u]) {
-          mask[t * T + u] = headSets.length / H + 1;
-          headSets.push(...new Array(H).fill(0));
-        }
-        const set = mask[t * T + u] - 1;
-        for (let h = 0; h < H; h++) if (heads.has(h)) headSets[set * H + h] = 1;
-        if (k.conv && t - u > 0 && t - u < cfg.dConv) {
-          taps ??= new Float64Array(T);
-          if (Math.floor(taps[t] / 2 ** (t - u)) % 2 === 0) taps[t] += 2 ** (t - u);
-        }
-      }
-    }
+    const { mask, unitSets: headSets, taps } = layerKnockouts(opts.knockouts, l, T, decay, H, cfg.dConv);
     const xbc = conv1dSilu(zxbcdt, w(`${pre}.mixer.conv1d.weight`), w(`${pre}.mixer.conv1d.bias`), {
       rows: T,
       seq: T,
