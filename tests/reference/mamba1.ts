@@ -10,7 +10,7 @@ import type { Mamba1Config } from "../../engine/mamba1/config.ts";
 import type { Mamba1Shape } from "../../engine/mamba1/ops.ts";
 import { mamba1Tensors } from "../../engine/mamba1/tensors.ts";
 import type { KnockoutSpec } from "../../engine/arch.ts";
-import { conv1dSilu, dtSoftplus, embedding, layerKnockouts, matmul, metaOf, rmsnorm, rowOrBase, silu, type Vec } from "./shared.ts";
+import { conv1dSilu, dtSoftplus, embedding, layerKnockouts, matmul, metaOf, rmsnorm, rowOrBase, silu, tensorOf, type Vec, type Weights } from "./shared.ts";
 
 /**
  * Scan form, y (N, dInner): per prompt b and channel c, from a zero state h (dState):
@@ -138,8 +138,7 @@ export function rowsHiddenAttentionApply(rowsMeta: Vec, alphaRows: Vec, x: Vec, 
 
 // ---- the model ----
 
-/** Tensors by their checkpoint names (backbone.layers.{i}.mixer.in_proj.weight, ...). */
-export type Weights = Map<string, Vec>;
+export type { Weights };
 
 /**
  * Logits (T, vocabPadded) at every position of one prompt. Scan mode runs the recurrence;
@@ -154,11 +153,7 @@ export function referenceForward(
   opts: { mode: "scan" | "attention"; knockouts?: KnockoutSpec[] },
 ): Float64Array {
   if (opts.knockouts?.length && opts.mode !== "attention") throw new Error("knockouts need attention mode");
-  const w = (name: string) => {
-    const v = weights.get(name);
-    if (!v) throw new Error(`reference: missing tensor ${name}`);
-    return v;
-  };
+  const w = tensorOf(weights);
   const names = mamba1Tensors(cfg);
   const T = ids.length, D = cfg.dModel, I = cfg.dInner, S = cfg.dState, R = cfg.dtRank;
   const s: Mamba1Shape = { batch: 1, seq: T, dInner: I, dState: S };

@@ -10,7 +10,7 @@
 import type { Mamba2Config } from "../../engine/mamba2/config.ts";
 import type { SsdShape } from "../../engine/mamba2/ops.ts";
 import type { KnockoutSpec } from "../../engine/arch.ts";
-import { conv1dSilu, dtSoftplus, embedding, layerKnockouts, matmul, metaOf, rmsnorm, rowOrBase, silu, type Vec } from "./shared.ts";
+import { conv1dSilu, dtSoftplus, embedding, layerKnockouts, matmul, metaOf, rmsnorm, rowOrBase, silu, tensorOf, type Vec, type Weights } from "./shared.ts";
 
 const groupOf = (h: number, s: SsdShape) => Math.floor(h / (s.nheads / s.ngroups));
 const bAt = (row: number, g: number, n: number, s: SsdShape) => row * s.convDim + s.dInner + g * s.dState + n;
@@ -205,8 +205,7 @@ export function rowsSsdAttentionApply(
 
 // ---- the model ----
 
-/** Tensors by their checkpoint names (backbone.layers.{i}.mixer.in_proj.weight, ...). */
-export type Weights = Map<string, Vec>;
+export type { Weights };
 
 /**
  * Logits (T, vocabPadded) at every position of one prompt. Scan mode runs the recurrence;
@@ -221,11 +220,7 @@ export function referenceForward(
   opts: { mode: "scan" | "attention"; knockouts?: KnockoutSpec[] },
 ): Float64Array {
   if (opts.knockouts?.length && opts.mode !== "attention") throw new Error("knockouts need attention mode");
-  const w = (name: string) => {
-    const v = weights.get(name);
-    if (!v) throw new Error(`reference: missing tensor ${name}`);
-    return v;
-  };
+  const w = tensorOf(weights);
   const T = ids.length, D = cfg.dModel, H = cfg.nheads;
   const s: SsdShape = {
     batch: 1,

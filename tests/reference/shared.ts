@@ -139,6 +139,20 @@ export function rowStats(logits: Vec, targets: Vec, s: { rows: number; vocab: nu
   return out;
 }
 
+// ---- a family's forward ----
+
+/** Tensors by their checkpoint names (backbone.layers.{i}.mixer.in_proj.weight, ...). */
+export type Weights = Map<string, Vec>;
+
+/** A tensor of `weights` by name; an Error naming a missing one. */
+export function tensorOf(weights: Weights): (name: string) => Vec {
+  return (name) => {
+    const v = weights.get(name);
+    if (!v) throw new Error(`reference: missing tensor ${name}`);
+    return v;
+  };
+}
+
 // ---- knockouts of one prompt in one layer ----
 
 /**
