@@ -96,13 +96,18 @@ export function expectedTensors(config: ModelConfig): TensorSpec[] {
  * no token: state-spaces pads to a multiple of 8 or 16, the Hugging Face layouts store the padded
  * count as vocab_size, Pythia's head has 50304 rows for 50277 tokens), else over the config's
  * vocabulary (state-spaces: the real one; Hugging Face: every row). A tokenizer with more tokens than
- * the head has rows is not this model's: CheckpointError, one line.
+ * the head has rows is not this model's, nor is one that leaves a tenth of the rows unused (padding
+ * is a few rows, ~2 % at most in published models; GPT-NeoX-20B's 50277 tokens against Falcon-Mamba's
+ * 65024 rows is a Hugging Face snapshot without its tokenizer.json): CheckpointError, one line.
  */
 export function realVocabSize(config: ModelConfig, tokenizerVocab?: number): number {
   if (tokenizerVocab === undefined) return config.vocabSize;
   if (!Number.isInteger(tokenizerVocab) || tokenizerVocab < 1) throw new InputError(`vocabulary size ${tokenizerVocab} is not a positive integer`);
   if (tokenizerVocab > config.vocabPadded) {
-    throw new CheckpointError(`the tokenizer has ${tokenizerVocab} tokens but the model's LM head only ${config.vocabPadded} rows: it is not this model's tokenizer (pass the model's tokenizer.json)`);
+    throw new CheckpointError(`the tokenizer has ${tokenizerVocab} tokens but the model's LM head only ${config.vocabPadded} rows: it is not this model's tokenizer (put the model's tokenizer.json beside its config.json, or pass --tokenizer)`);
+  }
+  if (tokenizerVocab < 0.9 * config.vocabPadded) {
+    throw new CheckpointError(`the tokenizer has ${tokenizerVocab} tokens but the model's LM head ${config.vocabPadded} rows: it is not this model's tokenizer (put the model's tokenizer.json beside its config.json, or pass --tokenizer)`);
   }
   return tokenizerVocab;
 }

@@ -227,6 +227,8 @@ Deno.test("the real vocabulary: the tokenizer's tokens; the model's own tokenize
     const err = assertThrows(() => realVocabSize(ckpt.config, 65024), /the tokenizer has 65024 tokens but the model's LM head only 50280 rows: it is not this model's tokenizer/);
     assert(!err.message.includes("\n"));
     await assertRejects(() => loadBackbone(ckpt, { vocabSize: 65024 }), /not this model's tokenizer/);
+    // nor one that leaves a tenth of the head's rows unused (GPT-NeoX's tokens for Falcon-Mamba-7B's 65024 rows)
+    assertThrows(() => realVocabSize({ ...ckpt.config, vocabPadded: 65024 }, 50277), /the tokenizer has 50277 tokens but the model's LM head 65024 rows: it is not this model's tokenizer/);
   } finally {
     ckpt.close();
   }
