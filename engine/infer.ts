@@ -5,7 +5,7 @@ import { openCheckpoint } from "./checkpoint/mod.ts";
 import { createGpu } from "./gpu.ts";
 import { loadModel } from "./families.ts";
 import { InputError, parseUnitSelector } from "./arch.ts";
-import { loadTokenizer } from "./tokenizer.ts";
+import { loadTokenizer, tokenizerPathFor } from "./tokenizer.ts";
 import { checkFiniteLogits, logSumExp, topK } from "./probs.ts";
 import { type BlockSpec, parseBlockSpec, resolveBlockSpecs } from "./blockspec.ts";
 import { runMain, UsageError } from "./cli.ts";
@@ -65,7 +65,9 @@ async function main() {
     throw e;
   }
 
-  const tokenizer = await loadTokenizer();
+  const ckpt = await openCheckpoint(values.model, { offline: values.offline });
+  // the model's own tokenizer.json when its folder has one, else GPT-NeoX-20B's (engine/tokenizer.ts)
+  const tokenizer = await loadTokenizer((await tokenizerPathFor(ckpt.dir)).path);
   let ids: number[];
   if (values.ids !== undefined) {
     ids = values.ids.split(",").map((s) => {
@@ -83,15 +85,14 @@ async function main() {
     if (target === undefined) throw new UsageError(`--target ${JSON.stringify(values.target)} encodes to no token; give a text such as " Paris" or #ID`);
   }
 
-  const ckpt = await openCheckpoint(values.model, { offline: values.offline });
   // ids the user gave are a usage error before anything is loaded, not a failure of the model
-  const vocab = ckpt.config.vocabSize;
+  const vocab = Math.min(ckpt.config.vocabSize, tokenizer.vocabSize);
   for (const [what, id] of [...ids.map((id) => ["--ids", id] as const), ...(target === undefined ? [] : [["--target", target] as const])]) {
     if (id >= vocab) throw new UsageError(`${what}: token id ${id} is out of range (ids are integers in 0..${vocab - 1})`);
   }
   const knockout = specs.length ? resolveBlockSpecs(specs, ids.length, ckpt.config.nLayer, { units, conv: values.conv }) : undefined;
   const gpu = await createGpu();
-  const model = await loadModel(gpu, ckpt, { dtype });
+  const model = await loadModel(gpu, ckpt, { dtype, vocabSize: tokenizer.vocabSize });
   ckpt.close();
   const info = model.info;
   const opts = { mode, knockouts: knockout ? [knockout] : undefined } as const;
