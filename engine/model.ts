@@ -73,7 +73,7 @@ export interface LoadOptions {
 }
 
 /** GPU buffers kept from one forward to the next (grown when a batch needs more). */
-class Workspace {
+export class Workspace {
   private readonly bufs = new Map<string, GPUBuffer>();
   private readonly staging = new Map<string, GPUBuffer>();
   constructor(private readonly gpu: Gpu) {}
