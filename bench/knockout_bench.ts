@@ -67,13 +67,13 @@ export function sweepFlops(c: ModelConfig, T: number, starts: number[]): { fast:
 
 // ------------------------------------------------------------------ the run
 
-interface BenchPrompt {
+export interface BenchPrompt {
   ids: number[];
   subject: number[];
 }
 
 /** The first CounterFact rows whose subject is found: the study's prompt lengths. */
-async function benchPrompts(n: number): Promise<BenchPrompt[]> {
+export async function benchPrompts(n: number): Promise<BenchPrompt[]> {
   const t = await readParquet(new URL("../data/counterfact-tracing.parquet", import.meta.url).pathname, {
     rowEnd: 4 * n + 8,
     columns: ["prompt", "subject"],
