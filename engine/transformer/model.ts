@@ -9,7 +9,7 @@
 //   h = norm1(x); qkv = h Wqkv^T (+ b); RoPE on q, k; o = softmax(q k^T / sqrt(hd), masked) v
 //   sequential: x += o Wo^T (+ b); x += mlp(norm2(x))
 //   parallel (GPT-NeoX): x += o Wo^T (+ b) + mlp(norm2(x_in))
-// mlp = down(act(up(h) + b) ) + b with GELU, or down(silu(gate h) * (up h)) (SwiGLU).
+// mlp = down(act(up h + b)) + b with GELU, or down(silu(gate h) * (up h)) (SwiGLU).
 // The knockout fast path (engine/transformer/knockout.ts) records the same layers on a subset of
 // rows whose earlier keys come from a base run's cache.
 
