@@ -19,7 +19,7 @@ export const MAMBA2_SHAPES: Record<string, { d_model: number; n_layer: number }>
 };
 
 // splitmix32: a small, fast, well-mixed generator; one stream per tensor
-export function rng(seed: number) {
+function rng(seed: number) {
   let s = seed >>> 0;
   return () => {
     s = (s + 0x9e3779b9) >>> 0;
@@ -30,7 +30,7 @@ export function rng(seed: number) {
   };
 }
 
-export function hashName(name: string, seed: number): number {
+function hashName(name: string, seed: number): number {
   let h = 2166136261 ^ seed;
   for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 16777619);
   return h >>> 0;

@@ -1,25 +1,27 @@
-// Loading Transformer checkpoints: the families' config parsing (RoPE shares and scaling, sliding
-// windows, defaults) and its one-line refusals; F32 and BF16 weights and sharded safetensors
-// (written here from the F16 fixtures), GPT-2's unprefixed tensor names, and the real vocabulary
-// taken from a tokenizer.json beside the weights.
+// Loading Transformer checkpoints through the registry: the families' detection and config parsing
+// (RoPE shares and scaling, sliding windows, defaults) and its one-line refusals; F32 and BF16
+// weights and sharded safetensors (written here from the F16 fixtures), GPT-2's unprefixed tensor
+// names, the attention buffers older exports carry, and the real vocabulary.
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { float32ToHalf } from "../engine/checkpoint/dtype.ts";
-import { openTransformerCheckpoint, tokenizerVocabSize } from "../engine/transformer/checkpoint.ts";
-import { loadTransformer, TRANSFORMER_FAMILIES, transformerFamilyOf } from "../engine/transformer/registry.ts";
-import { gptNeox } from "../engine/gpt_neox/mod.ts";
-import { llama } from "../engine/llama/mod.ts";
-import { qwen2 } from "../engine/qwen2/mod.ts";
-import { mistral } from "../engine/mistral/mod.ts";
-import { gpt2 } from "../engine/gpt2/mod.ts";
-import { testGpu } from "./helpers.ts";
+import { openCheckpoint } from "../engine/checkpoint/mod.ts";
+import { detectFamily, families, type LoadOptions } from "../engine/families.ts";
+import { tokenizerVocabSize } from "../engine/transformer/vocabulary.ts";
+import { GPT_NEOX } from "../engine/gpt_neox/family.ts";
+import { LLAMA } from "../engine/llama/family.ts";
+import { QWEN2 } from "../engine/qwen2/family.ts";
+import { MISTRAL } from "../engine/mistral/family.ts";
+import { GPT2 } from "../engine/gpt2/family.ts";
+import { loadBackbone } from "./helpers.ts";
 import { llama3InvFreq, referenceForward, ropeInvFreq } from "./reference/transformer.ts";
 import { type Fixture, fixtureDir, fixtureModel, realVocab, referenceTensors, relErr, TOKENIZER } from "./transformer_helpers.ts";
 
+const [gptNeox, gpt2, llama, qwen2, mistral] = [GPT_NEOX.def, GPT2.def, LLAMA.def, QWEN2.def, MISTRAL.def];
 const rawConfig = async (f: Fixture) => JSON.parse(await Deno.readTextFile(fixtureDir(f) + "config.json"));
 
 Deno.test("config parsing: each fixture's shapes, RoPE dims and scaling, residual style, biases, windows", async () => {
   const p = gptNeox.parse(await rawConfig("pythia"));
-  assertEquals([p.headDim, p.rotaryDims, p.parallelResidual, p.mlp, p.norm, p.tieEmbeddings, p.vocabRows], [8, 2, true, "gelu", "layernorm", false, 50304]);
+  assertEquals([p.headDim, p.rotaryDims, p.parallelResidual, p.mlp, p.norm, p.tieEmbeddings, p.vocabPadded], [8, 2, true, "gelu", "layernorm", false, 50304]);
   const g = gpt2.parse(await rawConfig("gpt2"));
   assertEquals([g.rotaryDims, g.learnedPositions, g.mlp, g.tieEmbeddings, g.dFF], [0, 64, "gelu_tanh", true, 128]);
   const l = llama.parse(await rawConfig("llama"));
@@ -44,9 +46,12 @@ Deno.test("config parsing: each fixture's shapes, RoPE dims and scaling, residua
   // linear scaling divides every frequency
   const lin = llama.parse({ ...(await rawConfig("llama")), rope_scaling: { type: "linear", factor: 4 } });
   ropeInvFreq(8, 500000).forEach((f, i) => assert(Math.abs(lin.invFreq[i] - f / 4) <= 1e-15 * f, "linear scaling"));
-  assertEquals(TRANSFORMER_FAMILIES.map((f) => f.name), ["gpt_neox", "gpt2", "llama", "qwen2", "mistral"]);
-  for (const f of ["pythia", "gpt2", "llama", "qwen2"] as Fixture[]) assert(transformerFamilyOf(await rawConfig(f)) !== undefined, f);
-  assertEquals(transformerFamilyOf({ model_type: "mamba2" }), undefined);
+  // the registry finds each by model_type, after the Mamba families
+  const names = families().map((f) => f.name);
+  for (const n of ["gpt_neox", "gpt2", "llama", "qwen2", "mistral"]) assert(names.indexOf(n) > names.indexOf("mamba2"), `${n} registered after mamba2`);
+  const familyOf: Record<Fixture, string> = { pythia: "gpt_neox", gpt2: "gpt2", llama: "llama", qwen2: "qwen2" };
+  for (const f of ["pythia", "gpt2", "llama", "qwen2"] as Fixture[]) assertEquals(detectFamily(await rawConfig(f)).name, familyOf[f]);
+  assertEquals(detectFamily({ ...(await rawConfig("llama")), model_type: "mistral" }).name, "mistral");
 });
 
 Deno.test("config parsing: unsupported settings are refused in one line naming the key", async () => {
@@ -97,7 +102,7 @@ function toBf16(x: Float32Array): Uint16Array {
 
 /** The fixture's tensors converted to `dtype`, renamed by `rename`. */
 async function convertedTensors(f: Fixture, dtype: Tensor["dtype"], rename = (n: string) => n): Promise<Map<string, Tensor>> {
-  const ckpt = await openTransformerCheckpoint(fixtureDir(f));
+  const ckpt = await openCheckpoint(fixtureDir(f));
   try {
     const out = new Map<string, Tensor>();
     for (const t of ckpt.list()) {
@@ -120,9 +125,9 @@ async function withDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   }
 }
 
-async function lastLogits(dir: string, ids: number[], opts: { vocabSize?: number } = { vocabSize: 50277 }) {
-  const ckpt = await openTransformerCheckpoint(dir);
-  const m = await loadTransformer(await testGpu(), ckpt, opts);
+async function lastLogits(dir: string, ids: number[], opts: LoadOptions = { vocabSize: 50277 }) {
+  const ckpt = await openCheckpoint(dir);
+  const m = await loadBackbone(ckpt, opts);
   try {
     return { logits: (await m.forward([ids], { mode: "attention" }))[0], info: m.info, ckpt };
   } finally {
@@ -164,10 +169,10 @@ Deno.test("BF16 weights: the GPU forward = the float64 reference on the same BF1
     await Deno.copyFile(fixtureDir("pythia") + "config.json", `${dir}/config.json`);
     await Deno.writeFile(`${dir}/model.safetensors`, safetensors(await convertedTensors("pythia", "BF16")));
     const got = (await lastLogits(dir, IDS)).logits;
-    const ckpt = await openTransformerCheckpoint(dir);
+    const ckpt = await openCheckpoint(dir);
     try {
       const t = referenceTensors(ckpt);
-      const want = await referenceForward(ckpt.rawConfig, t.get, t.has, IDS);
+      const want = await referenceForward(ckpt.config.raw, t.get, t.has, IDS);
       const V = want.vocabRows, T = IDS.length;
       assert(relErr(got, want.logits.subarray((T - 1) * V, T * V)) < 1e-5, "BF16 vs reference");
     } finally {
@@ -195,7 +200,7 @@ Deno.test("the real vocabulary: a tokenizer.json beside the weights, else every 
     assertEquals((await lastLogits(dir, IDS, {})).info.vocabSize, 50304);
     await Deno.copyFile(TOKENIZER, `${dir}/tokenizer.json`);
     assertEquals((await lastLogits(dir, IDS, {})).info.vocabSize, 50277);
-    await assertRejects(() => lastLogits(dir, IDS, { vocabSize: 60000 }), /60000 token ids but the model's head has 50304 rows/);
+    await assertRejects(() => lastLogits(dir, IDS, { vocabSize: 60000 }), /60000 token ids but the model's LM head has 50304 rows/);
   });
 });
 
@@ -203,11 +208,33 @@ Deno.test("checkpoint refusals: unknown model_type, weights that do not fit the 
   await withDir(async (dir) => {
     await Deno.symlink(fixtureDir("pythia") + "model.safetensors", `${dir}/model.safetensors`);
     await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify({ model_type: "bert" }));
-    const e1 = await assertRejects(() => lastLogits(dir, IDS), /model_type "bert" is not a supported Transformer \(gpt_neox, gpt2, llama, qwen2, mistral\)/);
+    const e1 = await assertRejects(() => lastLogits(dir, IDS), /model_type "bert" is not a supported model family; supported: mamba2 .*gpt_neox .*gpt2 .*llama .*qwen2 .*mistral /);
     await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify({ ...(await rawConfig("pythia")), intermediate_size: 64 }));
     const e2 = await assertRejects(() => lastLogits(dir, IDS), /'gpt_neox\.layers\.0\.mlp\.dense_h_to_4h\.weight' has shape \[128, 32\] but config\.json implies \[64, 32\]/);
     await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify({ ...(await rawConfig("pythia")), tie_word_embeddings: false, rotary_pct: 0 }));
     const e3 = await assertRejects(() => lastLogits(dir, IDS), /config\.json: "rotary_pct" must be in \(0, 1\]/);
     for (const e of [e1, e2, e3]) assert(!e.message.includes("\n"), e.message);
+  });
+});
+
+Deno.test("older exports' attention buffers (masked_bias, rotary inv_freq) load; a stray tensor is refused", async () => {
+  const want = (await (await fixtureModel("pythia")).forward([IDS], { mode: "attention" }))[0];
+  const tensors = await convertedTensors("pythia", "F16");
+  const f32 = (v: number[]) => new Uint8Array(Float32Array.from(v).buffer);
+  for (let l = 0; l < 4; l++) {
+    tensors.set(`gpt_neox.layers.${l}.attention.masked_bias`, { dtype: "F32", shape: [], bytes: f32([-1e9]) });
+    tensors.set(`gpt_neox.layers.${l}.attention.rotary_emb.inv_freq`, { dtype: "F32", shape: [1], bytes: f32([1]) });
+  }
+  await withDir(async (dir) => {
+    await Deno.copyFile(fixtureDir("pythia") + "config.json", `${dir}/config.json`);
+    await Deno.writeFile(`${dir}/model.safetensors`, safetensors(tensors));
+    assert(relErr((await lastLogits(dir, IDS)).logits, want) < 1e-7, "with the buffers");
+    tensors.set("gpt_neox.layers.0.attention.rotary_emb.inv_freq", { dtype: "F32", shape: [3], bytes: f32([1, 2, 3]) });
+    await Deno.writeFile(`${dir}/model.safetensors`, safetensors(tensors));
+    await assertRejects(() => lastLogits(dir, IDS), /'gpt_neox\.layers\.0\.attention\.rotary_emb\.inv_freq' has shape \[3\] but config\.json implies \[1\]/);
+    tensors.delete("gpt_neox.layers.0.attention.rotary_emb.inv_freq");
+    tensors.set("gpt_neox.layers.4.attention.dense.weight", { dtype: "F32", shape: [1], bytes: f32([0]) });
+    await Deno.writeFile(`${dir}/model.safetensors`, safetensors(tensors));
+    await assertRejects(() => lastLogits(dir, IDS), /'gpt_neox\.layers\.4\.attention\.dense\.weight' \[1\] is not part of the model config\.json describes/);
   });
 });

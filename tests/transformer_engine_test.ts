@@ -4,21 +4,21 @@
 // plain and with the 3 knockout cases), the argmax at every position, f16 storage, the residual
 // stream after every layer, batching, per-head knockouts, and one-line errors.
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
-import { openTransformerCheckpoint } from "../engine/transformer/checkpoint.ts";
-import type { KnockoutSpec } from "../engine/transformer/arch_types.ts";
+import { openCheckpoint } from "../engine/checkpoint/mod.ts";
+import type { KnockoutSpec } from "../engine/arch.ts";
 import { referenceForward, type RefKnockout } from "./reference/transformer.ts";
+import { knockoutFromGolden } from "./helpers.ts";
 import { type Fixture, fixtureDir, fixtureModel, FIXTURES, goldenEngine, referenceTensors, relErr } from "./transformer_helpers.ts";
 
 const LOGIT_TOL = 1e-4; // relative to the largest |logit| (the issue's bound)
 
-const specsOf = (edges: Record<string, [number, number][]>): KnockoutSpec[] =>
-  Object.entries(edges).map(([l, e]) => ({ start: Number(l), end: Number(l) + 1, edges: e }));
+const specsOf = knockoutFromGolden;
 
 async function reference(f: Fixture, ids: number[], ko: RefKnockout[] = []) {
-  const ckpt = await openTransformerCheckpoint(fixtureDir(f));
+  const ckpt = await openCheckpoint(fixtureDir(f));
   try {
     const t = referenceTensors(ckpt);
-    return await referenceForward(ckpt.rawConfig, t.get, t.has, ids, ko);
+    return await referenceForward(ckpt.config.raw, t.get, t.has, ids, ko);
   } finally {
     ckpt.close();
   }
@@ -110,7 +110,7 @@ Deno.test("knockouts in chosen heads only (only:…), over several windows: GPU 
   }
 });
 
-Deno.test("Transformer model: info, selectors and one-line errors", async () => {
+Deno.test("Transformer model: info, selectors and one-line errors (the backbone's checks)", async () => {
   const m = await fixtureModel("pythia");
   assertEquals(m.info.family, "gpt_neox");
   assertEquals(m.info.modes, ["attention"]);
@@ -120,17 +120,17 @@ Deno.test("Transformer model: info, selectors and one-line errors", async () => 
   assertEquals(m.selectUnits(1, { kind: "only", units: [3, 1, 3] }), [1, 3]);
   const oneLine = (e: Error) => assert(!e.message.includes("\n"), `not one line: ${e.message}`);
   oneLine(assertThrows(() => m.selectUnits(0, { kind: "fast", a: 1, b: 3 }), /decay.*use all or only/));
-  oneLine(assertThrows(() => m.selectUnits(0, { kind: "only", units: [4] }), /head 4 does not exist/));
+  oneLine(assertThrows(() => m.selectUnits(0, { kind: "only", units: [4] }), /unit 4 does not exist/));
   const ok = [[1, 2, 3]];
-  oneLine(await assertRejects(() => m.forward(ok, { mode: "scan" }), /no scan mode/));
+  oneLine(await assertRejects(() => m.forward(ok, { mode: "scan" }), /unknown mode scan: gpt_neox models run in attention mode/));
   oneLine(await assertRejects(() => m.forward([[]], { mode: "attention" }), /empty/));
   oneLine(await assertRejects(() => m.forward([[50277]], { mode: "attention" }), /out of range/));
-  oneLine(await assertRejects(() => m.forward(ok, { mode: "attention", knockouts: [[{ start: 0, end: 1, edges: [[1, 2]] }]] }), /edge \(1, 2\)/));
+  oneLine(await assertRejects(() => m.forward(ok, { mode: "attention", knockouts: [[{ start: 0, end: 1, edges: [[1, 2]] }]] }), /edge \(1,2\) is invalid/));
   oneLine(await assertRejects(() => m.forward(ok, { mode: "attention", knockouts: [[{ start: 3, end: 5, edges: [] }]] }), /not within the model's 4 layers/));
-  oneLine(await assertRejects(() => m.forward(ok, { mode: "attention", knockouts: [[{ start: 0, end: 1, edges: [[2, 0]], conv: true }]] }), /no conv path/));
+  oneLine(await assertRejects(() => m.forward(ok, { mode: "attention", knockouts: [[{ start: 0, end: 1, edges: [[2, 0]], conv: true }]] }), /conv knockouts need a conv path, which gpt_neox models do not have/));
   oneLine(await assertRejects(() => m.forwardStats(ok, [60000], { mode: "attention" }), /target id 60000/));
   const gpt2 = await fixtureModel("gpt2");
-  oneLine(await assertRejects(() => gpt2.forward([new Array(65).fill(1)], { mode: "attention" }), /learned positions for 64/));
+  oneLine(await assertRejects(() => gpt2.forward([new Array(65).fill(1)], { mode: "attention" }), /65 tokens; gpt2 models have positions for 64 only/));
   // after the errors the model still works
   assertEquals((await m.forward(ok, { mode: "attention" }))[0].length, 50304);
 });

@@ -1,8 +1,9 @@
 // Every Transformer kernel (kernels/transformer/*.wgsl, through engine/transformer/ops.ts) against
 // its float64 CPU reference (tests/reference/transformer.ts) over awkward shapes: odd widths, one
-// row, heads that are not a multiple of 32 (two mask words), grouped-query attention, partial
-// rotary, sliding windows, rows whose every edge is blocked, and the fast path's split of keys
-// between recomputed rows and the base run's cache.
+// row, many heads, grouped-query attention, partial rotary, sliding windows, rows whose every edge
+// is blocked, both knockout forms (a full forward's per-layer head sets, the fast path's
+// per-layer selectors), and the fast path's split of keys between recomputed rows and the base
+// run's cache.
 //
 // Tolerance: max |gpu − ref| <= TOL · max |ref| (ref in float64 from the same f32 inputs), as in
 // tests/kernels_test.ts: f32 rounding over sums of at most a few hundred terms and a few-ulp
@@ -10,16 +11,21 @@
 // slip. GELU's erf approximation (|error| <= 1.5e-7, kernels/transformer/bias_act.wgsl) is inside
 // it too. Outputs are pre-filled with NaN wherever the kernel must write every element.
 
-import { createGpu, type Gpu, readBuffer, Recorder, storageBuffer, uploadBuffer, writeBuffer } from "../engine/gpu.ts";
-import { type Activation, maskWords, TransformerOps } from "../engine/transformer/ops.ts";
+import { type Gpu, readBuffer, Recorder, storageBuffer, uploadBuffer, writeBuffer } from "../engine/gpu.ts";
+import { Ops } from "../engine/ops.ts";
+import { type Activation, TransformerOps } from "../engine/transformer/ops.ts";
 import { assert } from "./assert.ts";
-import { seeded } from "./helpers.ts";
+import { seeded, testGpu } from "./helpers.ts";
 import * as ref from "./reference/transformer.ts";
 
 const TOL = 1e-5;
 
-let opsP: Promise<TransformerOps> | undefined;
-const getOps = () => opsP ??= createGpu().then((g) => TransformerOps.create(g));
+let opsP: Promise<TransformerOps & { gpu: Gpu }> | undefined;
+const getOps = () =>
+  opsP ??= (async () => {
+    const ops = await Ops.create(await testGpu());
+    return Object.assign(await TransformerOps.create(ops), { gpu: ops.gpu });
+  })();
 
 class Inputs {
   private next: () => number;
@@ -154,7 +160,7 @@ Deno.test("swiglu.wgsl = reference", async () => {
 /** A row meta table (rows, 8) u32 as the kernels read it. */
 function metaTable(meta: ref.RowMeta[]): Uint32Array {
   const out = new Uint32Array(meta.length * 8);
-  meta.forEach((m, i) => out.set([m.t, m.t0, m.rowT0, m.baseRow0, m.koStart, m.koEnd, 0, 0], i * 8));
+  meta.forEach((m, i) => out.set([m.t, m.t0, m.baseRow0, m.koStart, m.koEnd, m.sel, 0, 0], i * 8));
   return out;
 }
 
@@ -183,9 +189,9 @@ Deno.test("rope.wgsl = reference: partial and full rotary, GQA, padded rows, lla
           sin[t * half + j] = Math.sin(t * inv[j]);
         }
       }
-      const meta = metaTable(positions.map((t) => ({ t, t0: 0, rowT0: 0, baseRow0: 0, koStart: 0, koEnd: 0 })));
+      const meta = metaTable(positions.map((t) => ({ t, t0: 0, baseRow0: 0, koStart: 0, koEnd: 0, sel: 0 })));
       const buf = b.up(qkv);
-      await b.run((rec) => ops.rope(rec, { meta: b.up(meta), cos: b.up(cos), sin: b.up(sin), qkv: buf }, { ...c, stride }));
+      await b.run((rec) => ops.rope(rec, { meta: b.up(meta), cos: b.up(cos), sin: b.up(sin), qkv: buf }, { ...c, stride, positions: maxPos }));
       // the reference rotates with float64 angles; the tables hold them rounded to f32 (a few 1e-8)
       assertClose(await b.read(buf, c.rows * stride), ref.rope(qkv, c.rows, { ...c, stride }, positions, inv), `rope ${desc(c)}`);
     } finally {
@@ -206,16 +212,18 @@ interface AttnCase {
   seqs: { len: number; t0: number; ko?: [number, number] }[];
   maskDensity: number;
   extraLen: number; // maxLen beyond the longest sequence
+  /** the knockout's form: a full forward's head sets (mask = set id + 1) or the fast path's selectors per layer (mask 0/1) */
+  form: "sets" | "selectors";
 }
 
 const ATTN_CASES: AttnCase[] = [
-  { name: "one token", nHead: 1, nKvHead: 1, headDim: 1, pad: 0, window: 0, layer: 0, seqs: [{ len: 1, t0: 0 }], maskDensity: 0, extraLen: 0 },
-  { name: "full forward, 2 prompts padded, GQA", nHead: 4, nKvHead: 2, headDim: 8, pad: 0, window: 0, layer: 0, seqs: [{ len: 11, t0: 0 }, { len: 6, t0: 0 }], maskDensity: 0, extraLen: 0 },
-  { name: "knockouts in and out of the layer's window", nHead: 4, nKvHead: 4, headDim: 5, pad: 3, window: 0, layer: 2, seqs: [{ len: 9, t0: 0, ko: [1, 3] }, { len: 9, t0: 0, ko: [3, 4] }, { len: 4, t0: 0, ko: [0, 2] }], maskDensity: 0.4, extraLen: 2 },
-  { name: "33 heads (two mask words), dense mask: rows with every edge blocked", nHead: 33, nKvHead: 11, headDim: 3, pad: 1, window: 0, layer: 0, seqs: [{ len: 7, t0: 0, ko: [0, 1] }], maskDensity: 0.85, extraLen: 1 },
-  { name: "sliding window 3", nHead: 2, nKvHead: 1, headDim: 16, pad: 0, window: 3, layer: 5, seqs: [{ len: 10, t0: 0, ko: [5, 6] }], maskDensity: 0.3, extraLen: 0 },
-  { name: "fast path: keys below t0 from the base cache", nHead: 4, nKvHead: 2, headDim: 8, pad: 2, window: 0, layer: 1, seqs: [{ len: 10, t0: 4, ko: [1, 2] }, { len: 12, t0: 11, ko: [0, 2] }, { len: 5, t0: 0, ko: [1, 3] }], maskDensity: 0.3, extraLen: 3 },
-  { name: "fast path with a sliding window", nHead: 3, nKvHead: 3, headDim: 4, pad: 0, window: 4, layer: 0, seqs: [{ len: 9, t0: 6, ko: [0, 1] }], maskDensity: 0.5, extraLen: 0 },
+  { name: "one token", nHead: 1, nKvHead: 1, headDim: 1, pad: 0, window: 0, layer: 0, seqs: [{ len: 1, t0: 0 }], maskDensity: 0, extraLen: 0, form: "sets" },
+  { name: "full forward, 2 prompts padded, GQA", nHead: 4, nKvHead: 2, headDim: 8, pad: 0, window: 0, layer: 0, seqs: [{ len: 11, t0: 0, ko: [0, 4] }, { len: 6, t0: 0, ko: [0, 4] }], maskDensity: 0.3, extraLen: 0, form: "sets" },
+  { name: "knockouts in and out of the layer's window", nHead: 4, nKvHead: 4, headDim: 5, pad: 3, window: 0, layer: 2, seqs: [{ len: 9, t0: 0, ko: [1, 3] }, { len: 9, t0: 0, ko: [3, 4] }, { len: 4, t0: 0, ko: [0, 2] }], maskDensity: 0.4, extraLen: 2, form: "selectors" },
+  { name: "33 heads, dense mask: rows with every edge blocked", nHead: 33, nKvHead: 11, headDim: 3, pad: 1, window: 0, layer: 0, seqs: [{ len: 7, t0: 0, ko: [0, 1] }], maskDensity: 0.85, extraLen: 1, form: "sets" },
+  { name: "sliding window 3", nHead: 2, nKvHead: 1, headDim: 16, pad: 0, window: 3, layer: 5, seqs: [{ len: 10, t0: 0, ko: [5, 6] }], maskDensity: 0.3, extraLen: 0, form: "sets" },
+  { name: "fast path: keys below t0 from the base cache", nHead: 4, nKvHead: 2, headDim: 8, pad: 2, window: 0, layer: 1, seqs: [{ len: 10, t0: 4, ko: [1, 2] }, { len: 12, t0: 11, ko: [0, 2] }, { len: 5, t0: 0, ko: [1, 3] }], maskDensity: 0.3, extraLen: 3, form: "selectors" },
+  { name: "fast path with a sliding window", nHead: 3, nKvHead: 3, headDim: 4, pad: 0, window: 4, layer: 0, seqs: [{ len: 9, t0: 6, ko: [0, 1] }], maskDensity: 0.5, extraLen: 0, form: "selectors" },
 ];
 
 Deno.test("attention_probs.wgsl and attention_apply.wgsl = reference (causal, GQA, windows, masks, base cache)", async () => {
@@ -227,36 +235,38 @@ Deno.test("attention_probs.wgsl and attention_apply.wgsl = reference (causal, GQ
       const stride = (c.nHead + 2 * c.nKvHead) * c.headDim + c.pad;
       const maxLen = Math.max(...c.seqs.map((s) => s.len)) + c.extraLen;
       // base cache: each sequence's full rows; computed rows: positions t0..len-1 of each
+      // the fast path's selectors: nSel per layer; a full forward's head sets: nSets, the first one every head
+      const nSel = c.form === "selectors" ? 2 : 0, nSets = 3;
       const meta: ref.RowMeta[] = [];
       let baseRows = 0, rows = 0;
-      for (const s of c.seqs) {
+      c.seqs.forEach((s, k) => {
         for (let t = s.t0; t < s.len; t++) {
-          meta.push({ t, t0: s.t0, rowT0: rows, baseRow0: baseRows, koStart: s.ko?.[0] ?? 0, koEnd: s.ko?.[1] ?? 0 });
+          meta.push({ t, t0: s.t0, baseRow0: baseRows, koStart: s.ko?.[0] ?? 0, koEnd: s.ko?.[1] ?? 0, sel: nSel ? k % nSel : 0 });
         }
         rows += s.len - s.t0;
         baseRows += s.len;
-      }
+      });
       const qkv = r.f32(rows * stride, -2, 2), base = r.f32(Math.max(1, baseRows) * stride, -2, 2);
-      const words = maskWords(c.nHead);
-      const mask = new Uint32Array(rows * maxLen * words);
+      const setRows = nSel ? (c.layer + 1) * nSel : nSets;
+      const sets = Uint32Array.from({ length: setRows * c.nHead }, (_, j) => (!nSel && j < c.nHead) || r.chance(0.5) ? 1 : 0);
+      const mask = new Uint32Array(rows * maxLen);
       if (c.maskDensity > 0) {
         for (let i = 0; i < rows; i++) {
-          for (let s = 0; s <= meta[i].t; s++) {
-            for (let h = 0; h < c.nHead; h++) if (r.chance(c.maskDensity)) mask[(i * maxLen + s) * words + (h >> 5)] |= 1 << (h & 31);
-          }
+          for (let s = 0; s <= meta[i].t; s++) if (r.chance(c.maskDensity)) mask[i * maxLen + s] = nSel ? 1 : 1 + r.int(0, nSets);
         }
       }
       const hasMask = c.maskDensity > 0;
-      const shape = { rows, nHead: c.nHead, nKvHead: c.nKvHead, headDim: c.headDim, stride, maxLen, layer: c.layer, window: c.window };
+      const shape = { rows, nHead: c.nHead, nKvHead: c.nKvHead, headDim: c.headDim, stride, maxLen, baseRows, layer: c.layer, window: c.window };
       const metaBuf = b.up(metaTable(meta)), qkvBuf = b.up(qkv);
       const baseBuf = c.seqs.some((s) => s.t0 > 0) ? b.up(base) : null;
       const probs = b.out(rows * c.nHead * maxLen), out = b.out(rows * c.nHead * c.headDim);
       await b.run((rec) => {
-        ops.attentionProbs(rec, { meta: metaBuf, qkv: qkvBuf, base: baseBuf, mask: hasMask ? b.up(mask) : null, probs }, shape);
+        const m = hasMask ? { mask: b.up(mask), sets: b.up(sets), setRows, nSel } : null;
+        ops.attentionProbs(rec, { meta: metaBuf, qkv: qkvBuf, base: baseBuf, mask: m, probs }, shape);
         ops.attentionApply(rec, { meta: metaBuf, probs, qkv: qkvBuf, base: baseBuf, out }, shape);
       });
       const a: ref.AttnShape = { nHead: c.nHead, nKvHead: c.nKvHead, headDim: c.headDim, stride, maxLen, layer: c.layer, window: c.window, scale: 1 / Math.sqrt(c.headDim) };
-      const wantP = ref.attentionProbs(qkv, base, meta, hasMask ? mask : null, a);
+      const wantP = ref.attentionProbs(qkv, base, meta, hasMask ? { mask, sets, nSel } : null, a);
       assertClose(await b.read(probs, wantP.length), wantP, `attention_probs: ${c.name}`);
       // the probabilities fed to apply are the reference's, so that apply is judged on its own
       assertClose(await b.read(out, rows * c.nHead * c.headDim), ref.attentionApply(wantP, qkv, base, meta, a), `attention_apply: ${c.name}`);
@@ -280,8 +290,8 @@ Deno.test("add_positions.wgsl = reference", async () => {
       const x = r.f32(rows * dim), wpe = r.f32(nPos * dim);
       const positions = Array.from({ length: rows }, () => r.int(0, nPos));
       const buf = b.up(x);
-      const meta = metaTable(positions.map((t) => ({ t, t0: 0, rowT0: 0, baseRow0: 0, koStart: 0, koEnd: 0 })));
-      await b.run((rec) => ops.addPositions(rec, b.up(meta), b.up(wpe), buf, rows, dim));
+      const meta = metaTable(positions.map((t) => ({ t, t0: 0, baseRow0: 0, koStart: 0, koEnd: 0, sel: 0 })));
+      await b.run((rec) => ops.addPositions(rec, b.up(meta), b.up(wpe), buf, { rows, dim, positions: nPos }));
       assertClose(await b.read(buf, rows * dim), ref.addPositions(x, wpe, positions, dim), `add_positions ${desc({ rows, dim, nPos })}`);
     } finally {
       b.destroy();

@@ -1,21 +1,24 @@
 // The shared configuration of the Transformer families, parsed by each family from its Hugging Face
-// config.json (engine/<family>/mod.ts), and the config readers those parsers share. Every problem is
-// a ConfigError of one line naming the key; the loader prefixes the checkpoint's folder.
-import { ConfigError } from "../config.ts";
+// config.json (engine/<family>/family.ts), and the config readers those parsers share beside
+// engine/config.ts's positiveInt / positiveNumber. Every problem is a ConfigError of one line naming
+// the key; opening the checkpoint prefixes its folder.
+import { ConfigError, type ModelConfig, positiveInt, positiveNumber } from "../config.ts";
 
-export { ConfigError };
+export { ConfigError, positiveInt, positiveNumber };
 
 export type TransformerFamilyName = "gpt_neox" | "gpt2" | "llama" | "qwen2" | "mistral";
 
-export interface TransformerConfig {
+/**
+ * What a Transformer family's config.json gives. vocabSize and vocabPadded are both the config's
+ * vocab_size (the rows of the embedding and the LM head); the real vocabulary, which ids and the
+ * softmax range over, is set when the model is loaded (engine/transformer/model.ts).
+ */
+export interface TransformerConfig extends ModelConfig {
   family: TransformerFamilyName;
-  dModel: number;
-  nLayer: number;
   nHead: number;
   nKvHead: number; // key/value heads (grouped-query attention); = nHead without GQA
   headDim: number;
   dFF: number; // the MLP's inner width
-  vocabRows: number; // rows of the embedding and of the LM head (config vocab_size)
   norm: "layernorm" | "rmsnorm";
   normEps: number;
   mlp: "gelu" | "gelu_tanh" | "swiglu";
@@ -28,37 +31,10 @@ export interface TransformerConfig {
   qkvBias: boolean;
   outBias: boolean;
   mlpBias: boolean;
-  tieEmbeddings: boolean;
   slidingWindow: number[]; // per layer: keys s with t − s < window; 0 = the whole causal prefix
 }
 
 type Raw = Record<string, unknown>;
-
-/** A positive integer; `fallback` when the key is absent or null (a missing key without one is an error). */
-export function intKey(c: Raw, key: string, fallback?: number): number {
-  const v = c[key];
-  if (v === undefined || v === null) {
-    if (fallback === undefined) throw new ConfigError(`config.json: missing "${key}"`);
-    return fallback;
-  }
-  if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) {
-    throw new ConfigError(`config.json: "${key}" must be a positive integer, got ${JSON.stringify(v)}`);
-  }
-  return v;
-}
-
-/** A positive finite number. */
-export function numKey(c: Raw, key: string, fallback?: number): number {
-  const v = c[key];
-  if (v === undefined || v === null) {
-    if (fallback === undefined) throw new ConfigError(`config.json: missing "${key}"`);
-    return fallback;
-  }
-  if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) {
-    throw new ConfigError(`config.json: "${key}" must be a positive number, got ${JSON.stringify(v)}`);
-  }
-  return v;
-}
 
 export function boolKey(c: Raw, key: string, fallback: boolean): boolean {
   const v = c[key];
@@ -102,12 +78,13 @@ export function ropeFrequencies(c: Raw, dims: number, theta: number): { invFreq:
   const kind = r.rope_type ?? r.type ?? "default";
   if (kind === "default") return { invFreq: inv, scaling: "none" };
   if (kind === "linear") {
-    const factor = numKey(r, "factor");
+    const factor = positiveNumber(r, "factor", undefined, "config.json rope_scaling");
     return { invFreq: inv.map((f) => f / factor), scaling: "linear" };
   }
   if (kind === "llama3") {
-    const factor = numKey(r, "factor"), low = numKey(r, "low_freq_factor"), high = numKey(r, "high_freq_factor");
-    const old = numKey(r, "original_max_position_embeddings");
+    const where = "config.json rope_scaling";
+    const factor = positiveNumber(r, "factor", undefined, where), low = positiveNumber(r, "low_freq_factor", undefined, where);
+    const high = positiveNumber(r, "high_freq_factor", undefined, where), old = positiveNumber(r, "original_max_position_embeddings", undefined, where);
     if (!(high > low)) throw new ConfigError(`config.json: rope_scaling high_freq_factor must exceed low_freq_factor`);
     const lowWavelen = old / low, highWavelen = old / high;
     const out = inv.map((f) => {
@@ -133,8 +110,8 @@ export function checkShapes(cfg: TransformerConfig): TransformerConfig {
   return cfg;
 }
 
-/** The config as a plain record (for manifests): every field but the frequency table. */
+/** The config as a plain record (for manifests): every field but config.json itself and the frequency table. */
 export function configRecord(cfg: TransformerConfig): Record<string, unknown> {
-  const { invFreq: _inv, ...rest } = cfg;
+  const { invFreq: _inv, raw: _raw, ...rest } = cfg;
   return { ...rest };
 }

@@ -1,13 +1,24 @@
-// One method per Transformer kernel (kernels/transformer/*.wgsl): argument shapes in, dispatch
-// recorded. The matrix products, RMSNorm, embedding, row gathers and softmax statistics are the
-// shared kernels of engine/ops.ts.
-import { type Gpu, kernel, type Recorder, storageBuffer } from "../gpu.ts";
+// The Transformer kernels (kernels/transformer/*.wgsl), one method each, called by name
+// (engine/kernel.ts): argument shapes in, a checked dispatch recorded. The matrix products,
+// RMSNorm, embedding, row gathers and softmax statistics are the shared kernels of engine/ops.ts.
+//
+// Every kernel that needs a row's position reads the row meta of the backbone's fast path,
+// (rows, 8) u32 = (t, t0, base row of position 0, window start, window end, selector, 0, 0)
+// (engine/backbone.ts RowsIO); a full forward passes the same with t0 = 0 and the window covering
+// every layer (TransformerStack.batchMeta).
+import type { Recorder } from "../gpu.ts";
+import { f32s, groups, type Kernel, loadKernels } from "../kernel.ts";
+import type { Ops } from "../ops.ts";
 
-const KERNELS = ["layernorm", "bias_act", "swiglu", "rope", "attention_probs", "attention_apply", "add_positions"] as const;
-type KernelName = typeof KERNELS[number];
-
-const WG = 64; // workgroup size of the element-wise kernels
-const groups = (n: number) => Math.ceil(n / WG);
+const KERNELS = [
+  "transformer/layernorm",
+  "transformer/bias_act",
+  "transformer/swiglu",
+  "transformer/rope",
+  "transformer/attention_probs",
+  "transformer/attention_apply",
+  "transformer/add_positions",
+] as const;
 
 /** Activations of bias_act.wgsl. */
 export const ACT = { none: 0, gelu: 1, gelu_tanh: 2 } as const;
@@ -20,94 +31,112 @@ export interface AttentionShape {
   nKvHead: number;
   headDim: number;
   stride: number; // row stride of qkv (and of the base cache)
-  maxLen: number; // row stride of probs and mask: more than every row's position
+  maxLen: number; // row stride of probs and of the knockout mask: more than every row's position
+  baseRows: number; // rows of the base cache (0 in a full forward)
   layer: number;
   window: number; // sliding window, 0 = none
 }
 
-/** Words of the knockout mask per (row, key): one bit per head. */
-export function maskWords(nHead: number): number {
-  return Math.ceil(nHead / 32);
+/**
+ * A layer's knockout as attention_probs.wgsl reads it: mask (rows, maxLen) u32, m > 0 = edge
+ * blocked in the units of row (layer * nSel + selector of the row + m - 1) of sets (·, nHead) u32.
+ * A full forward gives the backbone's per-layer mask and unit sets (nSel 0, selector 0); the fast
+ * path its colmask (m = 1) and unit_sel (n_layer, nSel, nHead).
+ */
+export interface AttentionMask {
+  mask: GPUBuffer;
+  sets: GPUBuffer;
+  setRows: number; // rows of sets
+  nSel: number;
 }
 
 export class TransformerOps {
-  private placeholderBuf?: GPUBuffer;
-  private constructor(readonly gpu: Gpu, private readonly pipes: Map<KernelName, GPUComputePipeline>) {}
+  private constructor(readonly ops: Ops, private readonly k: Record<typeof KERNELS[number], Kernel>) {}
 
-  static async create(gpu: Gpu): Promise<TransformerOps> {
-    const pipes = new Map<KernelName, GPUComputePipeline>();
-    await Promise.all(KERNELS.map(async (k) => pipes.set(k, await kernel(gpu, `transformer/${k}`))));
-    return new TransformerOps(gpu, pipes);
-  }
-
-  private p(name: KernelName) {
-    return this.pipes.get(name)!;
-  }
-
-  /** A 16-byte buffer for bindings a call does not read. */
-  placeholder(): GPUBuffer {
-    return this.placeholderBuf ??= storageBuffer(this.gpu, 16, "placeholder");
+  static async create(ops: Ops): Promise<TransformerOps> {
+    return new TransformerOps(ops, await loadKernels(ops.gpu, KERNELS));
   }
 
   /** out (rows, dim) = LayerNorm(x) * weight + bias */
   layernorm(rec: Recorder, x: GPUBuffer, weight: GPUBuffer, bias: GPUBuffer, out: GPUBuffer, rows: number, dim: number, eps: number) {
-    rec.dispatch(this.p("layernorm"), [{ u: rows }, { u: dim }, { f: eps }, { u: 0 }], [x, weight, bias, out], rows);
+    if (rows === 0) return;
+    this.k["transformer/layernorm"].dispatch(
+      rec,
+      { rows, dim, eps },
+      { x: [x, f32s(rows * dim)], weight: [weight, f32s(dim)], bias: [bias, f32s(dim)], out: [out, f32s(rows * dim)] },
+      rows,
+    );
   }
 
   /** x (rows, dim) := act(x + bias), in place; bias null = none */
   biasAct(rec: Recorder, x: GPUBuffer, bias: GPUBuffer | null, rows: number, dim: number, act: Activation) {
-    if (!bias && act === "none") return;
-    rec.dispatch(
-      this.p("bias_act"),
-      [{ u: rows }, { u: dim }, { u: ACT[act] }, { u: bias ? 1 : 0 }],
-      [x, bias ?? this.placeholder()],
+    if (rows === 0 || (!bias && act === "none")) return;
+    this.k["transformer/bias_act"].dispatch(
+      rec,
+      { rows, dim, act: ACT[act], has_bias: bias ? 1 : 0 },
+      { x: [x, f32s(rows * dim)], bias: bias ? [bias, f32s(dim)] : this.ops.placeholder() },
       groups(rows * dim),
     );
   }
 
   /** out (rows, dff) = silu(gu[:, :dff]) * gu[:, dff:] */
   swiglu(rec: Recorder, gu: GPUBuffer, out: GPUBuffer, rows: number, dff: number) {
-    rec.dispatch(this.p("swiglu"), [{ u: rows }, { u: dff }, { u: 0 }, { u: 0 }], [gu, out], groups(rows * dff));
+    if (rows === 0) return;
+    this.k["transformer/swiglu"].dispatch(rec, { rows, dff }, { gu: [gu, f32s(rows * 2 * dff)], out: [out, f32s(rows * dff)] }, groups(rows * dff));
   }
 
-  /** Rotate-half RoPE of the q and k heads of qkv (rows, stride), in place; positions from meta. */
+  /** Rotate-half RoPE of the q and k heads of qkv (rows, stride), in place; positions from meta; cos/sin (positions, rotDims / 2). */
   rope(
     rec: Recorder,
     b: { meta: GPUBuffer; cos: GPUBuffer; sin: GPUBuffer; qkv: GPUBuffer },
-    s: { rows: number; nHead: number; nKvHead: number; headDim: number; rotDims: number; stride: number },
+    s: { rows: number; nHead: number; nKvHead: number; headDim: number; rotDims: number; stride: number; positions: number },
   ) {
-    if (s.rotDims === 0) return;
-    rec.dispatch(
-      this.p("rope"),
-      [{ u: s.rows }, { u: s.nHead + s.nKvHead }, { u: s.headDim }, { u: s.rotDims }, { u: s.stride }, { u: 0 }, { u: 0 }, { u: 0 }],
-      [b.meta, b.cos, b.sin, b.qkv],
-      groups(s.rows * (s.nHead + s.nKvHead) * (s.rotDims / 2)),
+    if (s.rotDims === 0 || s.rows === 0) return;
+    const half = s.rotDims / 2;
+    this.k["transformer/rope"].dispatch(
+      rec,
+      { rows: s.rows, n_rot_heads: s.nHead + s.nKvHead, head_dim: s.headDim, rot_dims: s.rotDims, stride: s.stride },
+      {
+        row_meta: [b.meta, f32s(8 * s.rows)],
+        cos_t: [b.cos, f32s(s.positions * half)],
+        sin_t: [b.sin, f32s(s.positions * half)],
+        qkv: [b.qkv, f32s(s.rows * s.stride)],
+      },
+      groups(s.rows * (s.nHead + s.nKvHead) * half),
     );
   }
 
   /** probs (rows, nHead, maxLen): causal softmax with sliding window and knockout mask */
   attentionProbs(
     rec: Recorder,
-    b: { meta: GPUBuffer; qkv: GPUBuffer; base: GPUBuffer | null; mask: GPUBuffer | null; probs: GPUBuffer },
+    b: { meta: GPUBuffer; qkv: GPUBuffer; base: GPUBuffer | null; mask: AttentionMask | null; probs: GPUBuffer },
     s: AttentionShape,
   ) {
-    rec.dispatch(
-      this.p("attention_probs"),
-      [
-        { u: s.rows },
-        { u: s.nHead },
-        { u: s.nKvHead },
-        { u: s.headDim },
-        { u: s.stride },
-        { u: s.maxLen },
-        { u: s.layer },
-        { u: s.window },
-        { f: 1 / Math.sqrt(s.headDim) },
-        { u: maskWords(s.nHead) },
-        { u: b.mask ? 1 : 0 },
-        { u: 0 },
-      ],
-      [b.meta, b.qkv, b.base ?? this.placeholder(), b.mask ?? this.placeholder(), b.probs],
+    if (s.rows === 0) return;
+    const m = b.mask;
+    this.k["transformer/attention_probs"].dispatch(
+      rec,
+      {
+        rows: s.rows,
+        n_head: s.nHead,
+        n_kv_head: s.nKvHead,
+        head_dim: s.headDim,
+        stride: s.stride,
+        max_len: s.maxLen,
+        layer: s.layer,
+        window: s.window,
+        scale: 1 / Math.sqrt(s.headDim),
+        has_mask: m ? 1 : 0,
+        n_sel: m?.nSel ?? 0,
+      },
+      {
+        row_meta: [b.meta, f32s(8 * s.rows)],
+        qkv: [b.qkv, f32s(s.rows * s.stride)],
+        base: b.base ? [b.base, f32s(s.baseRows * s.stride)] : this.ops.placeholder(),
+        mask: m ? [m.mask, f32s(s.rows * s.maxLen)] : this.ops.placeholder(),
+        unit_sets: m ? [m.sets, f32s(m.setRows * s.nHead)] : this.ops.placeholder(),
+        probs: [b.probs, f32s(s.rows * s.nHead * s.maxLen)],
+      },
       groups(s.rows * s.nHead),
     );
   }
@@ -118,21 +147,29 @@ export class TransformerOps {
     b: { meta: GPUBuffer; probs: GPUBuffer; qkv: GPUBuffer; base: GPUBuffer | null; out: GPUBuffer },
     s: AttentionShape,
   ) {
-    rec.dispatch(
-      this.p("attention_apply"),
-      [{ u: s.rows }, { u: s.nHead }, { u: s.nKvHead }, { u: s.headDim }, { u: s.stride }, { u: s.maxLen }, { u: 0 }, { u: 0 }],
-      [b.meta, b.probs, b.qkv, b.base ?? this.placeholder(), b.out],
+    if (s.rows === 0) return;
+    this.k["transformer/attention_apply"].dispatch(
+      rec,
+      { rows: s.rows, n_head: s.nHead, n_kv_head: s.nKvHead, head_dim: s.headDim, stride: s.stride, max_len: s.maxLen },
+      {
+        row_meta: [b.meta, f32s(8 * s.rows)],
+        probs: [b.probs, f32s(s.rows * s.nHead * s.maxLen)],
+        qkv: [b.qkv, f32s(s.rows * s.stride)],
+        base: b.base ? [b.base, f32s(s.baseRows * s.stride)] : this.ops.placeholder(),
+        out: [b.out, f32s(s.rows * s.nHead * s.headDim)],
+      },
       groups(s.rows * s.nHead * s.headDim),
     );
   }
 
-  /** x (rows, dim) += wpe[position of the row] */
-  addPositions(rec: Recorder, meta: GPUBuffer, wpe: GPUBuffer, x: GPUBuffer, rows: number, dim: number) {
-    rec.dispatch(this.p("add_positions"), [{ u: rows }, { u: dim }, { u: 0 }, { u: 0 }], [meta, wpe, x], groups(rows * dim));
-  }
-
-  destroy(): void {
-    this.placeholderBuf?.destroy();
-    this.placeholderBuf = undefined;
+  /** x (rows, dim) += wpe[position of the row]; wpe (positions, dim) */
+  addPositions(rec: Recorder, meta: GPUBuffer, wpe: GPUBuffer, x: GPUBuffer, s: { rows: number; dim: number; positions: number }) {
+    if (s.rows === 0) return;
+    this.k["transformer/add_positions"].dispatch(
+      rec,
+      { rows: s.rows, dim: s.dim },
+      { row_meta: [meta, f32s(8 * s.rows)], wpe: [wpe, f32s(s.positions * s.dim)], x: [x, f32s(s.rows * s.dim)] },
+      groups(s.rows * s.dim),
+    );
   }
 }

@@ -1,7 +1,7 @@
 // Attention output: out[i, h * head_dim + d] = sum_{s <= t} probs[i, h, s] * v_s[g(h), d], with
 // g(h) = h / (n_head / n_kv_head), t row i's position, and v_s read like the keys of
-// attention_probs.wgsl: row row_t0 + (s − t0) of `qkv` for s >= t0, row base_row0 + s of `base`
-// below (row_meta[i] = (t, t0, row_t0, base_row0, ...)). A row of qkv is
+// attention_probs.wgsl: row i − (t − s) of `qkv` for s >= t0, row base_row0 + s of `base` below
+// (row_meta[i] = (t, t0, base_row0, ...), engine/backbone.ts RowsIO). A row of qkv is
 // [q heads | k heads | v heads]. Entries of probs that attention_probs left 0 (masked, blocked,
 // outside the window) add nothing. One invocation per (row, head, dim).
 
@@ -41,10 +41,10 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let pr = (i * p.n_head + h) * p.max_len;
   var acc = 0.0;
   for (var s = 0u; s < t0; s++) { // t0 <= t: a computed row is never below its sequence's t0
-    acc = fma(probs[pr + s], base[(row_meta[i * 8u + 3u] + s) * p.stride + vcol], acc);
+    acc = fma(probs[pr + s], base[(row_meta[i * 8u + 2u] + s) * p.stride + vcol], acc);
   }
   for (var s = t0; s <= t; s++) {
-    acc = fma(probs[pr + s], qkv[(row_meta[i * 8u + 2u] + s - t0) * p.stride + vcol], acc);
+    acc = fma(probs[pr + s], qkv[(i + s - t) * p.stride + vcol], acc);
   }
   out[id] = acc;
 }

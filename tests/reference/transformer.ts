@@ -15,7 +15,7 @@
 //
 // Kernel layouts are those of the kernels: row-major (rows, cols); see each kernel's header.
 
-import type { Vec } from "../reference.ts";
+import type { Vec } from "./shared.ts";
 
 // ------------------------------------------------------------------ scalar functions
 
@@ -95,14 +95,28 @@ export function swiglu(gu: Vec, rows: number, dff: number): Float64Array {
   return out;
 }
 
-/** The fields of a row's attention meta that the kernels read (see attention_probs.wgsl). */
+/**
+ * The fields of a row's attention meta that the kernels read (see attention_probs.wgsl): a
+ * sequence's rows t0.. are consecutive in `qkv`, so position s >= t0 of row i's sequence is row
+ * i − (t − s).
+ */
 export interface RowMeta {
   t: number; // position of the query row
   t0: number; // first position held in `qkv` for its sequence
-  rowT0: number; // row of `qkv` holding position t0
   baseRow0: number; // row of `base` holding position 0
   koStart: number; // the row's mask applies in layers [koStart, koEnd)
   koEnd: number;
+  sel: number; // the row's selector: which row of unit sets (with nSel per layer) its mask names
+}
+
+/**
+ * A layer's knockout as the kernel reads it: mask (rows, maxLen) u32, m > 0 = blocked in the heads
+ * of row (layer · nSel + sel + m − 1) of sets (·, nHead) u32.
+ */
+export interface AttnMask {
+  mask: Uint32Array;
+  sets: Uint32Array;
+  nSel: number;
 }
 
 /** Shapes of an attention call: a row of qkv is [q heads | k heads | v heads], each head headDim wide. */
@@ -143,22 +157,22 @@ export function rope(
 }
 
 /** Where position s of row i's sequence lives: [buffer, row]. */
-function keyRow(m: RowMeta, s: number): ["new" | "base", number] {
-  return s >= m.t0 ? ["new", m.rowT0 + s - m.t0] : ["base", m.baseRow0 + s];
+function keyRow(m: RowMeta, i: number, s: number): ["new" | "base", number] {
+  return s >= m.t0 ? ["new", i - (m.t - s)] : ["base", m.baseRow0 + s];
 }
 
-/** Whether (t, s) of row i is blocked for head h in this layer; mask (rows, maxLen, words) u32 bits over heads. */
-function blocked(mask: Uint32Array | null, i: number, s: number, h: number, m: RowMeta, a: AttnShape): boolean {
+/** Whether (t, s) of row i is blocked for head h in this layer. */
+function blocked(mask: AttnMask | null, i: number, s: number, h: number, m: RowMeta, a: AttnShape): boolean {
   if (!mask || a.layer < m.koStart || a.layer >= m.koEnd) return false;
-  const words = Math.ceil(a.nHead / 32);
-  return ((mask[(i * a.maxLen + s) * words + (h >> 5)] >>> (h & 31)) & 1) === 1;
+  const v = mask.mask[i * a.maxLen + s];
+  return v > 0 && mask.sets[(a.layer * mask.nSel + m.sel + v - 1) * a.nHead + h] !== 0;
 }
 
 /**
  * attention_probs.wgsl: probs (rows, nHead, maxLen): softmax over the allowed keys s of row i
  * (s ≤ t, t − s < window, not blocked) of scale · q_i·k_s; 0 elsewhere; all 0 when none is allowed.
  */
-export function attentionProbs(qkv: Vec, base: Vec, meta: RowMeta[], mask: Uint32Array | null, a: AttnShape): Float64Array {
+export function attentionProbs(qkv: Vec, base: Vec, meta: RowMeta[], mask: AttnMask | null, a: AttnShape): Float64Array {
   const n = meta.length;
   const probs = new Float64Array(n * a.nHead * a.maxLen);
   const group = a.nHead / a.nKvHead;
@@ -170,7 +184,7 @@ export function attentionProbs(qkv: Vec, base: Vec, meta: RowMeta[], mask: Uint3
       for (let s = 0; s <= m.t; s++) {
         if (a.window > 0 && m.t - s >= a.window) continue;
         if (blocked(mask, i, s, h, m, a)) continue;
-        const [which, row] = keyRow(m, s);
+        const [which, row] = keyRow(m, i, s);
         const src = which === "new" ? qkv : base;
         let dot = 0;
         for (let d = 0; d < a.headDim; d++) {
@@ -200,7 +214,7 @@ export function attentionApply(probs: Vec, qkv: Vec, base: Vec, meta: RowMeta[],
       for (let d = 0; d < a.headDim; d++) {
         let acc = 0;
         for (let s = 0; s <= m.t; s++) {
-          const [which, row] = keyRow(m, s);
+          const [which, row] = keyRow(m, i, s);
           const src = which === "new" ? qkv : base;
           acc += probs[(i * a.nHead + h) * a.maxLen + s] * src[row * a.stride + (a.nHead + a.nKvHead + kvh) * a.headDim + d];
         }

@@ -2,9 +2,9 @@
 // sliding-window attention in every layer when sliding_window is set (MistralConfig's default 4096
 // when the key is absent; null = full causal attention, as Mistral 7B v0.2+ configs say). A query at
 // position t reads keys s with t − s < sliding_window, transformers' mask (kv_idx > q_idx − window).
-import { llamaLikeFamily, parseLlamaLike, slidingWindowKey } from "../llama/mod.ts";
+import { llamaLikeFamily, parseLlamaLike, slidingWindowKey } from "../llama/family.ts";
 
-export const mistral = llamaLikeFamily("mistral", (raw) =>
+export const MISTRAL = llamaLikeFamily("mistral", (raw) =>
   parseLlamaLike(raw, "mistral", {
     qkvBias: false,
     outBias: false,

@@ -4,41 +4,46 @@
 //   gpt_neox.final_layer_norm, embed_out (untied unless tie_word_embeddings).
 // Rotary on the first rotary_pct of each head's dims (rotate-half, base rotary_emb_base), the parallel
 // residual x + attn(ln1 x) + mlp(ln2 x) unless use_parallel_residual is false, GELU of hidden_act.
+// Older exports also hold the attention's buffers (attention.bias, the causal mask as BOOL, which is
+// never listed; attention.masked_bias; attention.rotary_emb.inv_freq): optional, checked when present.
 import {
   boolKey,
   checkShapes,
   ConfigError,
   fractionKey,
   geluKind,
-  intKey,
-  numKey,
+  positiveInt,
+  positiveNumber,
   ropeFrequencies,
   type TransformerConfig,
 } from "../transformer/config.ts";
-import type { TransformerFamily } from "../transformer/family.ts";
+import { INIT, tensor, transformerFamily } from "../transformer/family.ts";
 import { neoxQkvToBlocks } from "../transformer/layout.ts";
 
 function parse(raw: Record<string, unknown>): TransformerConfig {
-  const D = intKey(raw, "hidden_size"), H = intKey(raw, "num_attention_heads"), L = intKey(raw, "num_hidden_layers");
+  const D = positiveInt(raw, "hidden_size"), H = positiveInt(raw, "num_attention_heads"), L = positiveInt(raw, "num_hidden_layers");
   if (D % H !== 0) throw new ConfigError(`config.json: hidden_size ${D} is not a multiple of num_attention_heads ${H}`);
   const hd = D / H;
   // newer configs name the rotary share partial_rotary_factor and the base rope_theta
   const pct = raw.rotary_pct !== undefined ? fractionKey(raw, "rotary_pct", 0.25) : fractionKey(raw, "partial_rotary_factor", 0.25);
   const rotaryDims = Math.floor(hd * pct);
-  const theta = raw.rotary_emb_base !== undefined ? numKey(raw, "rotary_emb_base") : numKey(raw, "rope_theta", 10000);
+  const theta = raw.rotary_emb_base !== undefined ? positiveNumber(raw, "rotary_emb_base") : positiveNumber(raw, "rope_theta", 10000);
   const rope = ropeFrequencies(raw, rotaryDims, theta);
   const bias = boolKey(raw, "attention_bias", true);
+  const vocab = positiveInt(raw, "vocab_size");
   return checkShapes({
     family: "gpt_neox",
     dModel: D,
     nLayer: L,
+    vocabSize: vocab,
+    vocabPadded: vocab,
+    raw,
     nHead: H,
     nKvHead: H,
     headDim: hd,
-    dFF: intKey(raw, "intermediate_size"),
-    vocabRows: intKey(raw, "vocab_size"),
+    dFF: positiveInt(raw, "intermediate_size"),
     norm: "layernorm",
-    normEps: numKey(raw, "layer_norm_eps", 1e-5),
+    normEps: positiveNumber(raw, "layer_norm_eps", 1e-5),
     mlp: geluKind(raw, "hidden_act", "gelu"),
     parallelResidual: boolKey(raw, "use_parallel_residual", true),
     rotaryDims,
@@ -56,31 +61,34 @@ function parse(raw: Record<string, unknown>): TransformerConfig {
 
 const layerName = (l: number, n: string) => `gpt_neox.layers.${l}.${n}`;
 
-export const gptNeox: TransformerFamily = {
+export const GPT_NEOX = transformerFamily({
   name: "gpt_neox",
-  detect: (raw) => raw.model_type === "gpt_neox",
   parse,
   tensors(cfg) {
-    const D = cfg.dModel, F = cfg.dFF, m = new Map<string, number[]>();
-    m.set("gpt_neox.embed_in.weight", [cfg.vocabRows, D]);
-    if (!cfg.tieEmbeddings) m.set("embed_out.weight", [cfg.vocabRows, D]);
-    m.set("gpt_neox.final_layer_norm.weight", [D]);
-    m.set("gpt_neox.final_layer_norm.bias", [D]);
-    for (let l = 0; l < cfg.nLayer; l++) {
-      for (const n of ["input_layernorm", "post_attention_layernorm"]) {
-        m.set(layerName(l, `${n}.weight`), [D]);
-        m.set(layerName(l, `${n}.bias`), [D]);
-      }
-      m.set(layerName(l, "attention.query_key_value.weight"), [3 * D, D]);
-      m.set(layerName(l, "attention.dense.weight"), [D, D]);
-      if (cfg.qkvBias) m.set(layerName(l, "attention.query_key_value.bias"), [3 * D]);
-      if (cfg.outBias) m.set(layerName(l, "attention.dense.bias"), [D]);
-      m.set(layerName(l, "mlp.dense_h_to_4h.weight"), [F, D]);
-      m.set(layerName(l, "mlp.dense_h_to_4h.bias"), [F]);
-      m.set(layerName(l, "mlp.dense_4h_to_h.weight"), [D, F]);
-      m.set(layerName(l, "mlp.dense_4h_to_h.bias"), [D]);
-    }
-    return m;
+    const D = cfg.dModel, F = cfg.dFF, V = cfg.vocabPadded;
+    const ln = (n: string) => [tensor(`${n}.weight`, [D], INIT.ones), tensor(`${n}.bias`, [D], INIT.zeros)];
+    return [
+      tensor("gpt_neox.embed_in.weight", [V, D], INIT.embedding),
+      ...Array.from({ length: cfg.nLayer }, (_, l) => {
+        const n = (s: string) => layerName(l, s);
+        return [
+          ...ln(n("input_layernorm")),
+          ...ln(n("post_attention_layernorm")),
+          tensor(n("attention.query_key_value.weight"), [3 * D, D], INIT.matrix(D)),
+          ...(cfg.qkvBias ? [tensor(n("attention.query_key_value.bias"), [3 * D], INIT.bias)] : []),
+          tensor(n("attention.dense.weight"), [D, D], INIT.matrix(D)),
+          ...(cfg.outBias ? [tensor(n("attention.dense.bias"), [D], INIT.bias)] : []),
+          tensor(n("attention.masked_bias"), [], INIT.zeros, true),
+          tensor(n("attention.rotary_emb.inv_freq"), [cfg.rotaryDims / 2], INIT.ones, true),
+          tensor(n("mlp.dense_h_to_4h.weight"), [F, D], INIT.matrix(D)),
+          tensor(n("mlp.dense_h_to_4h.bias"), [F], INIT.bias),
+          tensor(n("mlp.dense_4h_to_h.weight"), [D, F], INIT.matrix(F)),
+          tensor(n("mlp.dense_4h_to_h.bias"), [D], INIT.bias),
+        ];
+      }).flat(),
+      ...ln("gpt_neox.final_layer_norm"),
+      tensor("embed_out.weight", [V, D], INIT.matrix(D), cfg.tieEmbeddings),
+    ];
   },
   embedding: (r) => r.matrix("gpt_neox.embed_in.weight"),
   head: async (r, cfg) => cfg.tieEmbeddings ? null : await r.matrix("embed_out.weight"),
@@ -101,4 +109,4 @@ export const gptNeox: TransformerFamily = {
       downBias: await r.vector(n("mlp.dense_4h_to_h.bias")),
     };
   },
-};
+});

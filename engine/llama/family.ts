@@ -6,18 +6,19 @@
 // h / (n_head / n_kv_head)), SwiGLU MLP.
 // The three families share these tensor names and this forward; they differ only in their configs
 // (which biases exist, defaults, sliding windows), so each has its own parser and this one builder.
+// Older exports also hold self_attn.rotary_emb.inv_freq: optional, checked when present, never read.
 import {
   boolKey,
   checkShapes,
   ConfigError,
   fractionKey,
-  intKey,
-  numKey,
+  positiveInt,
+  positiveNumber,
   ropeFrequencies,
   type TransformerConfig,
   type TransformerFamilyName,
 } from "../transformer/config.ts";
-import type { TransformerFamily } from "../transformer/family.ts";
+import { INIT, tensor, transformerFamily } from "../transformer/family.ts";
 import { concatRows } from "../transformer/layout.ts";
 
 type Raw = Record<string, unknown>;
@@ -33,29 +34,32 @@ export interface LlamaLikeOptions {
 }
 
 export function parseLlamaLike(raw: Raw, family: TransformerFamilyName, o: LlamaLikeOptions): TransformerConfig {
-  const D = intKey(raw, "hidden_size"), H = intKey(raw, "num_attention_heads"), L = intKey(raw, "num_hidden_layers");
-  const Hkv = intKey(raw, "num_key_value_heads", H);
+  const D = positiveInt(raw, "hidden_size"), H = positiveInt(raw, "num_attention_heads"), L = positiveInt(raw, "num_hidden_layers");
+  const Hkv = positiveInt(raw, "num_key_value_heads", H);
   if (raw.head_dim === undefined || raw.head_dim === null) {
     if (D % H !== 0) throw new ConfigError(`config.json: hidden_size ${D} is not a multiple of num_attention_heads ${H}; give head_dim`);
   }
-  const hd = intKey(raw, "head_dim", D / H);
+  const hd = positiveInt(raw, "head_dim", D / H);
   const act = raw.hidden_act ?? "silu";
   if (act !== "silu" && act !== "swish") throw new ConfigError(`config.json: "hidden_act" ${JSON.stringify(act)} is not supported (silu)`);
   const rotaryDims = 2 * Math.floor((hd * fractionKey(raw, "partial_rotary_factor", 1)) / 2);
-  const theta = numKey(raw, "rope_theta", 10000);
+  const theta = positiveNumber(raw, "rope_theta", 10000);
   const rope = ropeFrequencies(raw, rotaryDims, theta);
   const windows = o.windows(L);
+  const vocab = positiveInt(raw, "vocab_size");
   return checkShapes({
     family,
     dModel: D,
     nLayer: L,
+    vocabSize: vocab,
+    vocabPadded: vocab,
+    raw,
     nHead: H,
     nKvHead: Hkv,
     headDim: hd,
-    dFF: intKey(raw, "intermediate_size"),
-    vocabRows: intKey(raw, "vocab_size"),
+    dFF: positiveInt(raw, "intermediate_size"),
     norm: "rmsnorm",
-    normEps: numKey(raw, "rms_norm_eps", o.epsDefault),
+    normEps: positiveNumber(raw, "rms_norm_eps", o.epsDefault),
     mlp: "swiglu",
     parallelResidual: false,
     rotaryDims,
@@ -74,46 +78,46 @@ export function parseLlamaLike(raw: Raw, family: TransformerFamilyName, o: Llama
 /** A config's sliding_window: a positive integer, or 0 when null; `fallback` when absent. */
 export function slidingWindowKey(raw: Raw, fallback: number): number {
   if (raw.sliding_window === null) return 0;
-  return intKey(raw, "sliding_window", fallback || undefined);
+  return positiveInt(raw, "sliding_window", fallback || undefined);
 }
 
 const layerName = (l: number, n: string) => `model.layers.${l}.${n}`;
 
 /** A Llama-style family: these tensors and this layout, with its own config parser. */
-export function llamaLikeFamily(name: TransformerFamilyName, parse: (raw: Raw) => TransformerConfig): TransformerFamily {
-  return {
+export function llamaLikeFamily(name: TransformerFamilyName, parse: (raw: Raw) => TransformerConfig) {
+  return transformerFamily({
     name,
-    detect: (raw) => raw.model_type === name,
     parse,
     tensors(cfg) {
-      const D = cfg.dModel, F = cfg.dFF, q = cfg.nHead * cfg.headDim, kv = cfg.nKvHead * cfg.headDim, m = new Map<string, number[]>();
-      m.set("model.embed_tokens.weight", [cfg.vocabRows, D]);
-      if (!cfg.tieEmbeddings) m.set("lm_head.weight", [cfg.vocabRows, D]);
-      m.set("model.norm.weight", [D]);
-      for (let l = 0; l < cfg.nLayer; l++) {
-        const n = (s: string, shape: number[]) => m.set(layerName(l, s), shape);
-        n("input_layernorm.weight", [D]);
-        n("post_attention_layernorm.weight", [D]);
-        n("self_attn.q_proj.weight", [q, D]);
-        n("self_attn.k_proj.weight", [kv, D]);
-        n("self_attn.v_proj.weight", [kv, D]);
-        n("self_attn.o_proj.weight", [D, q]);
-        if (cfg.qkvBias) {
-          n("self_attn.q_proj.bias", [q]);
-          n("self_attn.k_proj.bias", [kv]);
-          n("self_attn.v_proj.bias", [kv]);
-        }
-        if (cfg.outBias) n("self_attn.o_proj.bias", [D]);
-        n("mlp.gate_proj.weight", [F, D]);
-        n("mlp.up_proj.weight", [F, D]);
-        n("mlp.down_proj.weight", [D, F]);
-        if (cfg.mlpBias) {
-          n("mlp.gate_proj.bias", [F]);
-          n("mlp.up_proj.bias", [F]);
-          n("mlp.down_proj.bias", [D]);
-        }
-      }
-      return m;
+      const D = cfg.dModel, F = cfg.dFF, q = cfg.nHead * cfg.headDim, kv = cfg.nKvHead * cfg.headDim;
+      const bias = (on: boolean, name: string, n: number) => on ? [tensor(name, [n], INIT.bias)] : [];
+      return [
+        tensor("model.embed_tokens.weight", [cfg.vocabPadded, D], INIT.embedding),
+        ...Array.from({ length: cfg.nLayer }, (_, l) => {
+          const n = (s: string) => layerName(l, s);
+          return [
+            tensor(n("input_layernorm.weight"), [D], INIT.ones),
+            tensor(n("self_attn.q_proj.weight"), [q, D], INIT.matrix(D)),
+            tensor(n("self_attn.k_proj.weight"), [kv, D], INIT.matrix(D)),
+            tensor(n("self_attn.v_proj.weight"), [kv, D], INIT.matrix(D)),
+            ...bias(cfg.qkvBias, n("self_attn.q_proj.bias"), q),
+            ...bias(cfg.qkvBias, n("self_attn.k_proj.bias"), kv),
+            ...bias(cfg.qkvBias, n("self_attn.v_proj.bias"), kv),
+            tensor(n("self_attn.o_proj.weight"), [D, q], INIT.matrix(q)),
+            ...bias(cfg.outBias, n("self_attn.o_proj.bias"), D),
+            tensor(n("self_attn.rotary_emb.inv_freq"), [cfg.rotaryDims / 2], INIT.ones, true),
+            tensor(n("post_attention_layernorm.weight"), [D], INIT.ones),
+            tensor(n("mlp.gate_proj.weight"), [F, D], INIT.matrix(D)),
+            tensor(n("mlp.up_proj.weight"), [F, D], INIT.matrix(D)),
+            tensor(n("mlp.down_proj.weight"), [D, F], INIT.matrix(F)),
+            ...bias(cfg.mlpBias, n("mlp.gate_proj.bias"), F),
+            ...bias(cfg.mlpBias, n("mlp.up_proj.bias"), F),
+            ...bias(cfg.mlpBias, n("mlp.down_proj.bias"), D),
+          ];
+        }).flat(),
+        tensor("model.norm.weight", [D], INIT.ones),
+        tensor("lm_head.weight", [cfg.vocabPadded, D], INIT.matrix(D), cfg.tieEmbeddings),
+      ];
     },
     embedding: (r) => r.matrix("model.embed_tokens.weight"),
     head: async (r, cfg) => cfg.tieEmbeddings ? null : await r.matrix("lm_head.weight"),
@@ -135,11 +139,11 @@ export function llamaLikeFamily(name: TransformerFamilyName, parse: (raw: Raw) =
         downBias: cfg.mlpBias ? await r.vector(n("mlp.down_proj.bias")) : null,
       };
     },
-  };
+  });
 }
 
 /** Llama (LlamaConfig): biases on q/k/v/o with attention_bias, on the MLP with mlp_bias; no sliding window. */
-export const llama = llamaLikeFamily("llama", (raw) => {
+export const LLAMA = llamaLikeFamily("llama", (raw) => {
   const attn = boolKey(raw, "attention_bias", false);
   return parseLlamaLike(raw, "llama", {
     qkvBias: attn,
