@@ -1,32 +1,33 @@
-// The knockout sweep of 03_info_flow on Transformers (k = 9: the flows last<-subject, last<-relation
-// and last<-last over every window [l, l+9)) per prompt, on synthetic GPT-NeoX models of the
-// pythia-160m and pythia-1.4b shapes (random weights made here, nothing downloaded): the exact fast
-// path (engine/transformer/knockout.ts: one base run keeping every layer's keys and values, then only
-// the rows from the first blocked one recomputed from the window's first layer, every knockout of
-// the prompts in one batch) against one full forward per knockout, in the same run on the same
-// device. The baseline is timed on a few knockouts and extrapolated to the sweep; both FLOP counts
-// and their ratio are printed next to the times.
-//   deno run -A bench/transformer_bench.ts [--quick] [--shape pythia-160m]... [--prompts N] [--full-forwards N] [--repeats N]
-//     [--dtype f32|f16] [--prompts-file F] [--write-prompts F]
-// The prompts are the first CounterFact rows through the GPT-NeoX tokenizer; --write-prompts saves them
-// (ids and subject tokens, JSON) and --prompts-file reads them back, for a machine without the npm
-// packages that read the dataset and the tokenizer (run there with --no-config; nothing else needs npm).
-// `benchTransformerKnockout()` gives the same rows to a caller (e.g. `deno task bench`).
+// The reference study's knockout sweep (bench/knockout_bench.ts: nine flows target<-source, k = 9,
+// every window of layers) per prompt, on synthetic GPT-NeoX models of the pythia-160m and pythia-1.4b
+// shapes (random weights made here, nothing downloaded): the exact fast path (the backbone's, with
+// the Transformer's KV cache: one base run keeping every layer's keys and values, then per knockout
+// only the rows t0..T-1 from the window's first layer up, every knockout of the prompts as the rows
+// of one batch) against full attention-mode recomputes of the same knockouts (batched as
+// 01_construct batches), in the same run on the same device, with both FLOP counts and the largest
+// |Δp| between the two (bench/knockout_bench.ts timeSweep, shared with the Mamba bench).
+//   deno run -A bench/transformer_bench.ts [--quick] [--shape pythia-160m]... [--prompts N | --prompts-json FILE]
+//     [--full-knockouts N] [--repeats N] [--dtype f32|f16] [--write-prompts FILE]
+// --write-prompts saves the first N CounterFact prompts (ids and subject tokens) as the JSON that
+// --prompts-json (of this bench and of bench/knockout_bench.ts) reads, for a machine without the npm
+// packages that read the dataset and the tokenizer. `benchTransformerKnockout()` gives the rows to
+// `deno task bench` (section `transformer`).
 
 import { parseArgs } from "node:util";
+import type { KnockoutConfig } from "../engine/arch.ts";
+import { loadModel } from "../engine/families.ts";
 import { createGpu, type Gpu } from "../engine/gpu.ts";
-import type { WeightDtype } from "../engine/ops.ts";
-import type { TokenStats } from "../engine/probs.ts";
-import type { KnockoutConfig } from "../engine/transformer/arch_types.ts";
+import type { WeightDtype } from "../engine/matmul.ts";
+import { syntheticCheckpoint } from "../engine/synthetic.ts";
 import type { TransformerConfig } from "../engine/transformer/config.ts";
-import { loadTransformer } from "../engine/transformer/registry.ts";
-import { syntheticPythiaCheckpoint } from "../engine/transformer/synthetic.ts";
-import { infoFlowConfigs } from "../workflows/lib/knockout_configs.ts";
-import type { BenchPrompt, BenchRow } from "./knockout_bench.ts";
+import { PYTHIA_SHAPES, syntheticPythiaConfig } from "../engine/transformer/synthetic.ts";
+import { type BenchPrompt, benchPrompts, FLOWS, sweepConfigs, timeSweep } from "./knockout_bench.ts";
+import type { BenchRow } from "./table.ts";
 
 export const TRANSFORMER_SHAPES = ["pythia-160m", "pythia-1.4b"] as const;
 const K = 9;
-const REAL_VOCAB = 50277; // the GPT-NeoX-20B tokenizer's ids (Pythia's head has 50304 rows)
+/** The GPT-NeoX-20B tokenizer's ids: the real vocabulary (Pythia's LM head has 50304 rows). */
+const REAL_VOCAB = 50277;
 
 // ------------------------------------------------------------------ arithmetic
 
@@ -44,7 +45,7 @@ export function attentionEntryFlops(c: TransformerConfig): number {
 
 /** The final norm, the LM head and the softmax statistics of one position. */
 export function headFlops(c: TransformerConfig): number {
-  return 8 * c.dModel + 2 * c.dModel * c.vocabRows + 3 * c.vocabRows;
+  return 8 * c.dModel + 2 * c.dModel * c.vocabPadded + 3 * c.vocabPadded;
 }
 
 /** One full forward of a T-token prompt, statistics at the last position. */
@@ -52,7 +53,7 @@ export function fullForwardFlops(c: TransformerConfig, T: number): number {
   return c.nLayer * (T * tokenRowFlops(c) + ((T * (T + 1)) / 2) * attentionEntryFlops(c)) + headFlops(c);
 }
 
-/** One knockout on the fast path: rows t0..T−1 from layer `start` up, then the head on the last row. */
+/** One knockout on the fast path: rows t0..T−1 from layer `start` up (row t reads t + 1 keys), then the head on the last row. */
 export function fastKnockoutFlops(c: TransformerConfig, T: number, start: number, t0: number): number {
   let entries = 0;
   for (let t = t0; t < T; t++) entries += t + 1;
@@ -73,79 +74,41 @@ export interface ShapeResult {
   meanTokens: number;
   knockoutsPerPrompt: number;
   fastS: number; // per prompt
-  fullPerForwardS: number;
-  fullForwardsTimed: number;
+  fullS: number; // per prompt (extrapolated when fewer were timed)
+  fullTimed: number;
   repeats: number;
-  maxRelDiff: number; // |p fast − p full| / p full over the timed knockouts
+  maxAbsDiff: number; // |p fast − p full| over the knockouts recomputed in full
   flops: { fast: number; full: number }; // per prompt
   dtype: WeightDtype;
-}
-
-/** The first `n` CounterFact prompts (ids, subject tokens), from a --write-prompts file when given. */
-export async function loadPrompts(n: number, file?: string): Promise<BenchPrompt[]> {
-  if (!file) return (await import("./knockout_bench.ts")).benchPrompts(n);
-  const all = JSON.parse(await Deno.readTextFile(file)) as BenchPrompt[];
-  if (all.length < n) throw new Error(`${file} holds ${all.length} prompts, ${n} asked for`);
-  return all.slice(0, n);
 }
 
 export async function benchShape(
   gpu: Gpu,
   shape: string,
-  opts: { prompts: number; fullForwards: number; repeats: number; dtype: WeightDtype; promptsFile?: string },
+  opts: { prompts: number | BenchPrompt[]; fullKnockouts?: number; repeats: number; dtype: WeightDtype },
 ): Promise<ShapeResult> {
-  const ckpt = syntheticPythiaCheckpoint(shape, 0);
-  const model = await loadTransformer(gpu, ckpt, { dtype: opts.dtype, vocabSize: REAL_VOCAB });
+  const c = syntheticPythiaConfig(shape) as TransformerConfig;
+  const ckpt = syntheticCheckpoint(c, 0);
+  const model = await loadModel(gpu, ckpt, { dtype: opts.dtype, vocabSize: REAL_VOCAB });
   try {
-    const c = model.config;
-    const prompts = await loadPrompts(opts.prompts, opts.promptsFile);
+    const prompts = typeof opts.prompts === "number" ? await benchPrompts(opts.prompts) : opts.prompts;
     const configs: KnockoutConfig[] = [];
     const flops = { fast: 0, full: 0 };
     prompts.forEach((p, pi) => {
-      const T = p.ids.length;
-      // the three blocks of 03_info_flow: last<-last, last<-subject, last<-relation (the last included)
-      const cfg = infoFlowConfigs(c.nLayer, T, p.subject, { ks: [K], convention: "start", relationLast: true });
-      for (const k of cfg) configs.push({ prompt: pi, target: 0, start: k.start, end: k.end, edges: k.cols.map((s) => [T - 1, s]) });
-      const f = sweepFlops(c, T, cfg.map((k) => ({ start: k.start, t0: T - 1 })));
+      const mine = sweepConfigs(c.nLayer, pi, p.ids, p.subject);
+      configs.push(...mine);
+      const f = sweepFlops(c, p.ids.length, mine.map((k) => ({ start: k.start, t0: Math.min(...k.edges.map(([t]) => t)) })));
       flops.fast += f.fast / prompts.length;
       flops.full += f.full / prompts.length;
     });
-    const ids = prompts.map((p) => p.ids);
-    const targets = prompts.map(() => 0);
-
-    // warm-up: every pipeline of both paths compiled once
-    await model.knockouts(ids.slice(0, 1), targets.slice(0, 1), configs.filter((k) => k.prompt === 0).slice(0, 2));
-    await model.forwardStats([ids[0]], [0], { mode: "attention", knockouts: [[configs[0]]] });
-
-    // the fast path: the whole sweep of every prompt in one call, as 03_info_flow runs a group
-    let fastS = Infinity;
-    let fast: TokenStats[] = [];
-    for (let rep = 0; rep < opts.repeats; rep++) {
-      const t = performance.now();
-      fast = (await model.knockouts(ids, targets, configs)).results;
-      fastS = Math.min(fastS, (performance.now() - t) / 1000 / prompts.length);
-    }
-
-    // the baseline: one full forward per knockout (a few, spread over the sweep)
-    const picks = Array.from({ length: opts.fullForwards }, (_, i) => Math.floor(((i + 0.5) * configs.length) / opts.fullForwards));
-    const full: TokenStats[] = [];
-    const t0 = performance.now();
-    for (const i of picks) {
-      const k = configs[i];
-      full.push(...await model.forwardStats([ids[k.prompt]], [0], { mode: "attention", knockouts: [[k]] }));
-    }
-    const fullPerForwardS = (performance.now() - t0) / 1000 / picks.length;
-    const maxRelDiff = Math.max(...picks.map((i, j) => Math.abs(fast[i].trueProb - full[j].trueProb) / full[j].trueProb));
+    const t = await timeSweep(model, prompts, configs, opts);
     return {
       shape,
       prompts: prompts.length,
-      meanTokens: ids.reduce((s, p) => s + p.length, 0) / ids.length,
+      meanTokens: prompts.reduce((s, p) => s + p.ids.length, 0) / prompts.length,
       knockoutsPerPrompt: configs.length / prompts.length,
-      fastS,
-      fullPerForwardS,
-      fullForwardsTimed: picks.length,
+      ...t,
       repeats: opts.repeats,
-      maxRelDiff,
       flops,
       dtype: opts.dtype,
     };
@@ -159,26 +122,29 @@ const gflop = (x: number) => `${(x / 1e9).toFixed(1)} GFLOP`;
 
 export function rowsOf(r: ShapeResult, adapter: string): BenchRow[] {
   const n = r.knockoutsPerPrompt;
-  const fullS = r.fullPerForwardS * n;
-  const what = `${r.shape === "pythia-tiny" ? "pythia-tiny (d_model 128, 12 layers)" : r.shape} shape (random weights, ${r.dtype}), k=${K}: ` +
-    `3 flows × ${n / 3} windows = ${n} knockouts per prompt, ${r.meanTokens.toFixed(1)} tokens on average`;
+  const s = PYTHIA_SHAPES[r.shape];
+  const what = `${r.shape} shape (d_model ${s.hidden_size}, ${s.num_hidden_layers} layers, random weights, ${r.dtype}), k=${K}: ${FLOWS.length} flows × every window, ` +
+    `${n.toFixed(0)} knockouts per prompt, ${r.meanTokens.toFixed(1)} tokens on average`;
+  const timed = r.fullTimed < r.prompts * n ? `timed on ${r.fullTimed} and extrapolated` : `all ${r.fullTimed} timed`;
+  const name = `transformer knockout sweep, ${FLOWS.length} flows, k=${K}`;
   return [
     {
-      name: `transformer knockout sweep k=${K}, fast path, ${r.shape}`,
+      name: `${name}, fast path, ${r.shape}`,
       value: r.fastS,
       unit: "s/prompt",
-      note: `${gflop(r.flops.fast)}/prompt (base run + ${n} recomputes of the last row); ${r.prompts} prompts in one call${r.repeats > 1 ? `, best of ${r.repeats}` : ""}; ${what}; ${adapter}`,
+      note: `${gflop(r.flops.fast)}/prompt (base run + the rows t0..T-1 of each knockout, keys and values below t0 from the base run); ${r.prompts} prompt${
+        r.prompts > 1 ? "s" : ""
+      } in one call${r.repeats > 1 ? `, best of ${r.repeats}` : ""}; ${what}; ${adapter}`,
     },
     {
-      name: `transformer knockout sweep k=${K}, one full forward per knockout, ${r.shape}`,
-      value: fullS,
+      name: `${name}, full recomputes, ${r.shape}`,
+      value: r.fullS,
       unit: "s/prompt",
-      note: `${gflop(r.flops.full)}/prompt (${n} full forwards); ${r.fullPerForwardS.toFixed(3)} s per forward, timed on ${r.fullForwardsTimed} and extrapolated to ${n}; ` +
-        `max relative |Δp| fast vs full on those ${r.maxRelDiff.toExponential(1)}`,
+      note: `${gflop(r.flops.full)}/prompt (a full forward per knockout, batched); ${timed}; max |Δp| fast vs full ${r.maxAbsDiff.toExponential(1)}`,
     },
     {
-      name: `transformer knockout sweep k=${K}, speed-up, ${r.shape}`,
-      value: fullS / r.fastS,
+      name: `${name}, speed-up, ${r.shape}`,
+      value: r.fullS / r.fastS,
       unit: "x",
       note: `FLOP ratio ${(r.flops.full / r.flops.fast).toFixed(1)}x`,
     },
@@ -190,26 +156,24 @@ export interface TransformerBenchOptions {
   quick: boolean;
   /** default: pythia-160m and pythia-1.4b (pythia-tiny when quick) */
   shapes?: readonly string[];
-  /** prompts whose sweeps go through the fast path together (default 4, 1 for pythia-1.4b and when quick) */
-  prompts?: number;
-  /** full forwards timed for the baseline (default 3; 2 when quick) */
-  fullForwards?: number;
+  /** prompts whose sweeps go through the fast path together (default 4 CounterFact rows; 1 when quick), or the prompts themselves */
+  prompts?: number | BenchPrompt[];
+  /** knockouts recomputed in full for the baseline (default: all; 4 when quick) */
+  fullKnockouts?: number;
   /** fast-path runs, the best one counts (default 1) */
   repeats?: number;
   dtype?: WeightDtype;
-  /** prompts saved by --write-prompts instead of the dataset and the tokenizer */
-  promptsFile?: string;
 }
 
 export async function benchTransformerKnockout(gpu: Gpu, opts: TransformerBenchOptions): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
   for (const shape of opts.shapes ?? (opts.quick ? ["pythia-tiny"] : TRANSFORMER_SHAPES)) {
+    if (!PYTHIA_SHAPES[shape]) throw new Error(`unknown shape ${shape}: use one of ${Object.keys(PYTHIA_SHAPES).join(", ")}`);
     const r = await benchShape(gpu, shape, {
-      prompts: opts.prompts ?? (opts.quick || shape === "pythia-1.4b" ? 1 : 4),
-      fullForwards: opts.fullForwards ?? (opts.quick ? 2 : 3),
+      prompts: opts.prompts ?? (opts.quick ? 1 : 4),
+      fullKnockouts: opts.fullKnockouts ?? (opts.quick ? 4 : undefined),
       repeats: opts.repeats ?? 1,
       dtype: opts.dtype ?? "f32",
-      promptsFile: opts.promptsFile,
     });
     rows.push(...rowsOf(r, gpu.adapterInfo));
   }
@@ -223,15 +187,15 @@ if (import.meta.main) {
       quick: { type: "boolean" },
       shape: { type: "string", multiple: true },
       prompts: { type: "string" },
-      "full-forwards": { type: "string" },
+      "prompts-json": { type: "string" },
+      "full-knockouts": { type: "string" },
       repeats: { type: "string" },
       dtype: { type: "string" },
-      "prompts-file": { type: "string" },
       "write-prompts": { type: "string" },
     },
   });
   if (values["write-prompts"]) {
-    const prompts = await loadPrompts(Number(values.prompts ?? 16));
+    const prompts = await benchPrompts(Number(values.prompts ?? 16));
     await Deno.writeTextFile(values["write-prompts"], JSON.stringify(prompts));
     console.log(`${prompts.length} prompts written to ${values["write-prompts"]}`);
     Deno.exit(0);
@@ -246,11 +210,10 @@ if (import.meta.main) {
     const rows = await benchTransformerKnockout(gpu, {
       quick: values.quick ?? false,
       shapes: values.shape,
-      prompts: values.prompts ? Number(values.prompts) : undefined,
-      fullForwards: values["full-forwards"] ? Number(values["full-forwards"]) : undefined,
+      prompts: values["prompts-json"] ? JSON.parse(await Deno.readTextFile(values["prompts-json"])) : values.prompts ? Number(values.prompts) : undefined,
+      fullKnockouts: values["full-knockouts"] ? Number(values["full-knockouts"]) : undefined,
       repeats: values.repeats ? Number(values.repeats) : undefined,
       dtype,
-      promptsFile: values["prompts-file"],
     });
     for (const r of rows) console.log(`${r.name}: ${r.value.toFixed(r.unit === "x" ? 1 : 3)} ${r.unit}${r.note ? `  (${r.note})` : ""}`);
   } finally {
