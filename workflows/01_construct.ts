@@ -1,8 +1,10 @@
-// 01_construct: every dataset row through the model in scan mode and in attention mode.
+// 01_construct: every dataset row through the model in each of its modes: scan and attention for
+// Mamba, attention only for a Transformer (its ordinary forward; model.info.modes says which).
 // For each row: the prompt's token ids, the true id (first token of target_true), and from the
 // last position's logits (softmax over the real vocabulary) the true token's probability, the
 // top probability, the argmax id and its text, and whether the argmax is the true token.
-// Outputs construct_scan.parquet and construct_attention.parquet: the dataset's columns + those.
+// Outputs construct_<mode>.parquet per mode that ran (construct_attention.parquet always; the
+// manifest lists the tables and says the modes in info.modes): the dataset's columns + those.
 // Work is saved per batch (.work/<mode>.jsonl) and resumed after an interruption.
 
 import { join } from "node:path";
@@ -102,14 +104,15 @@ export function buildColumns(
 
 export default defineStage({
   name: "01_construct",
-  title: "Prompts through the model in scan and attention mode: true-token and top probabilities, prediction, hit",
+  title: "Prompts through the model in each of its modes (scan and attention for Mamba): true-token and top probabilities, prediction, hit",
   version: "1",
   module: import.meta.url,
   inputs: { dataset: true, tokenizer: true, model: true },
   params: {
     batchSize: { type: "int", default: 16, min: 1, max: 4096, doc: "prompts per forward pass (and per saved step of progress)" },
   },
-  outputs: ["construct_scan.parquet", "construct_attention.parquet"],
+  // every family runs attention mode; construct_scan.parquet is added when the model has scan mode
+  outputs: ["construct_attention.parquet"],
 
   async run(ctx: StageContext<{ batchSize: number }>) {
     const ds = await ctx.dataset();
@@ -122,8 +125,10 @@ export default defineStage({
     const results = new Map<Mode, Map<number, RowResult>>();
     let resumed = 0;
     ctx.counts.rows = items.length;
+    const modelModes = (await ctx.model()).model.info.modes;
+    const modes = MODES.filter((m) => modelModes.includes(m)); // attention mode: every family
 
-    for (const mode of MODES) {
+    for (const mode of modes) {
       const log = await RowLog.open<RowResult>(join(ctx.workDir, `${mode}.jsonl`), ctx.cacheKey);
       try {
         const known = new Set(ctx.rows);
@@ -148,7 +153,7 @@ export default defineStage({
       }
     }
 
-    for (const mode of MODES) {
+    for (const mode of modes) {
       const cols = buildColumns(ds.columns, ds.rows, items, results.get(mode)!, tok);
       await writeParquet(join(ctx.dir, `construct_${mode}.parquet`), cols, {
         "mamba_explain.stage": "01_construct",
@@ -158,7 +163,9 @@ export default defineStage({
       let hits = 0;
       for (const it of items) if (results.get(mode)!.get(it.row)!.pred_id === it.trueId) hits++;
       ctx.counts[`hits_${mode}`] = hits;
+      if (mode !== "attention") ctx.extraOutputs?.push(`construct_${mode}.parquet`);
     }
+    ctx.info.modes = modes;
     ctx.info.batchSize = ctx.params.batchSize;
     ctx.info.batches = batches.length;
     ctx.info.resumedPrompts = resumed;

@@ -5,32 +5,14 @@
 // For now a load option (engine/families.ts LoadOptions.vocabSize, which the pipeline sets from its
 // tokenizer) decides; without it, a tokenizer.json beside the weights, else every head row.
 import { InputError } from "../arch.ts";
-import { readBoundedJson } from "../checkpoint/file.ts";
 import { isFile } from "../checkpoint/layout.ts";
-import { TokenizerError } from "../tokenizer.ts";
+import { tokenizerVocabSize } from "../tokenizer.ts";
 
 export const TOKENIZER_FILE = "tokenizer.json";
-const MAX_TOKENIZER_BYTES = 64 << 20;
-
-/**
- * Ids a tokenizer.json can produce: 1 + the largest id of its model vocabulary (BPE/WordPiece/
- * WordLevel: a name → id map; Unigram: a list) and of its added tokens.
- */
-export async function tokenizerVocabSize(path: string): Promise<number> {
-  const fail = (message: string) => new TokenizerError(`tokenizer ${message}`);
-  const t = await readBoundedJson(path, MAX_TOKENIZER_BYTES, "tokenizer.json", fail) as { model?: { vocab?: unknown }; added_tokens?: { id?: unknown }[] };
-  const vocab = t?.model?.vocab;
-  let maxId = -1;
-  if (Array.isArray(vocab)) maxId = vocab.length - 1;
-  else if (vocab && typeof vocab === "object") for (const id of Object.values(vocab)) if (typeof id === "number") maxId = Math.max(maxId, id);
-  for (const a of Array.isArray(t?.added_tokens) ? t.added_tokens : []) if (typeof a?.id === "number") maxId = Math.max(maxId, a.id);
-  if (maxId < 0) throw new TokenizerError(`tokenizer ${path} has no vocabulary (model.vocab); pass the model's tokenizer.json`);
-  return maxId + 1;
-}
 
 /** The real vocabulary: `given`, else the tokenizer.json beside the checkpoint, else the head's rows. */
 export async function realVocabulary(dir: string, headRows: number, given?: number): Promise<number> {
-  let v = given, from = "the vocabSize option";
+  let v = given, from = "the tokenizer (LoadOptions.vocabSize)";
   if (v === undefined) {
     const tok = `${dir}/${TOKENIZER_FILE}`;
     if (await isFile(tok)) {
@@ -40,7 +22,7 @@ export async function realVocabulary(dir: string, headRows: number, given?: numb
   }
   v ??= headRows;
   if (!Number.isInteger(v) || v < 1 || v > headRows) {
-    throw new InputError(`${from} gives ${v} token ids but the model's LM head has ${headRows} rows (ids must be 1..${headRows})`);
+    throw new InputError(`${from} has ${v} token ids but the model's LM head has ${headRows} rows; use the model's own tokenizer`);
   }
   return v;
 }

@@ -22,13 +22,14 @@ export function openModel(id: string, opts: { offline?: boolean; verify?: boolea
   return openCheckpoint(id, opts);
 }
 
-export async function loadModel(ckpt: Checkpoint, opts: { dtype?: "f32" | "f16" } = {}): Promise<LoadedModel> {
+/** `vocabSize`: the ids of the run's tokenizer, the real vocabulary (engine/families.ts LoadOptions). */
+export async function loadModel(ckpt: Checkpoint, opts: { dtype?: "f32" | "f16"; vocabSize?: number } = {}): Promise<LoadedModel> {
   const gpu = await createGpu();
   let isLost = false;
   gpu.device.lost.then(() => {
     isLost = true;
   });
-  const model = await loadFamilyModel(gpu, ckpt, { dtype: opts.dtype ?? "f32" });
+  const model = await loadFamilyModel(gpu, ckpt, { dtype: opts.dtype ?? "f32", vocabSize: opts.vocabSize });
   const becameLost = async (ms = 200) => {
     if (isLost) return true;
     let timer: ReturnType<typeof setTimeout> | undefined;

@@ -2,7 +2,7 @@
 // the dataset table and its hash, the tokenizer and its hash, the checkpoint (its content identity
 // goes into the cache keys) and the model on the GPU (reloaded after a lost device).
 
-import { loadTokenizer, type TextTokenizer } from "../../engine/tokenizer.ts";
+import { loadTokenizer, type TextTokenizer, tokenizerVocabSize } from "../../engine/tokenizer.ts";
 import { exists } from "./atomic.ts";
 import { relOrAbs, type StudyConfig } from "./config.ts";
 import { type Checkpoint, type LoadedModel, loadModel, openModel, unloadModel } from "./engine.ts";
@@ -76,7 +76,8 @@ export class RunInputs {
     }
     const ckpt = await this.checkpoint();
     if (!ckpt) throw new UserError(`model ${this.cfg.model} is not available: ${this.ckptError}`);
-    this.loading ??= loadModel(ckpt, { dtype: this.cfg.dtype }).catch((e) => {
+    // ids and the softmax range over the tokenizer's ids, not over an LM head's padding rows
+    this.loading ??= tokenizerVocabSize(this.cfg.tokenizer).then((vocabSize) => loadModel(ckpt, { dtype: this.cfg.dtype, vocabSize })).catch((e) => {
       this.loading = undefined;
       throw new UserError(aboutModel("cannot load model", this.cfg.model, errorLine(e)));
     });
