@@ -4,14 +4,15 @@ import { parseArgs } from "node:util";
 import { openCheckpoint } from "./checkpoint/mod.ts";
 import { createGpu } from "./gpu.ts";
 import { loadModel } from "./families.ts";
-import { InputError, parseUnitSelector } from "./arch.ts";
-import { loadTokenizer } from "./tokenizer.ts";
+import { InputError, type Mode, parseUnitSelector } from "./arch.ts";
+import { loadTokenizer, tokenizerVocabSize } from "./tokenizer.ts";
 import { topK } from "./probs.ts";
 import { type BlockSpec, parseBlockSpec, resolveBlockSpecs } from "./blockspec.ts";
 import { runMain, UsageError } from "./cli.ts";
 
 const HELP = `usage: deno task infer --model M (--prompt "text" | --ids 1,2,3) [--mode scan|attention] [--block L:R>C]... [--heads SEL] [--conv] [--top K] [--json] [--dtype f32|f16]
   --model   a local checkpoint directory (config.json + model.safetensors or pytorch_model.bin) or a Hugging Face id
+  --mode    scan or attention (default: the model's first: scan for Mamba, attention for a Transformer)
   --dtype   weights on the GPU: f32 (default) or f16 (half the memory and traffic; activations stay f32)
   --block   attention mode knockout: layers L (3, 3-5, 1,4,7), row R (index or last), columns C (same syntax, last allowed)
   --heads   with --block: the heads (channels for Mamba-1) the knockouts act on, per layer: all (default),
@@ -25,7 +26,7 @@ async function main() {
       model: { type: "string" },
       prompt: { type: "string" },
       ids: { type: "string" },
-      mode: { type: "string", default: "scan" },
+      mode: { type: "string" }, // default: the model's first mode (scan for Mamba, attention for a Transformer)
       dtype: { type: "string", default: "f32" },
       block: { type: "string", multiple: true, default: [] },
       heads: { type: "string" },
@@ -43,14 +44,14 @@ async function main() {
   }
   if (!values.model) throw new UsageError("--model is required (a checkpoint directory or a Hugging Face id)");
   if ((values.prompt === undefined) === (values.ids === undefined)) throw new UsageError("give exactly one of --prompt or --ids");
-  const mode = values.mode;
   const dtype = values.dtype;
   if (dtype !== "f32" && dtype !== "f16") throw new UsageError(`--dtype ${dtype}: use f32 or f16`);
-  if (mode !== "scan" && mode !== "attention") throw new UsageError(`--mode ${mode}: use scan or attention`);
+  if (values.mode !== undefined && values.mode !== "scan" && values.mode !== "attention") throw new UsageError(`--mode ${values.mode}: use scan or attention`);
+  const chosenMode = values.mode as Mode | undefined;
   const k = Number(values.top);
   if (!Number.isInteger(k) || k < 1) throw new UsageError(`--top ${values.top}: give a positive integer`);
   const specs: BlockSpec[] = values.block!.map(parseBlockSpec);
-  if (specs.length && mode !== "attention") throw new UsageError("--block needs --mode attention (scan mode has no attention matrix to edit)");
+  if (specs.length && chosenMode !== "attention") throw new UsageError("--block needs --mode attention (scan mode has no attention matrix to edit)");
   if ((values.heads !== undefined || values.conv) && !specs.length) throw new UsageError("--heads and --conv act on the edges of --block: give at least one --block");
   let units;
   try {
@@ -75,9 +76,11 @@ async function main() {
   const ckpt = await openCheckpoint(values.model, { offline: values.offline });
   const knockout = specs.length ? resolveBlockSpecs(specs, ids.length, ckpt.config.nLayer, { units, conv: values.conv }) : undefined;
   const gpu = await createGpu();
-  const model = await loadModel(gpu, ckpt, { dtype });
+  // ids and the softmax over the tokenizer's ids, not over an LM head's padding rows
+  const model = await loadModel(gpu, ckpt, { dtype, vocabSize: await tokenizerVocabSize() });
   ckpt.close();
   const info = model.info;
+  const mode: Mode = chosenMode ?? info.modes[0];
   const [logits] = await model.forward([ids], { mode, knockouts: knockout ? [knockout] : undefined });
   const top = topK(logits, info.vocabSize, k).map((t) => ({ ...t, token: tokenizer.decode([t.id]) }));
   const tokens = tokenizer.decodeEach(ids);

@@ -134,3 +134,27 @@ Deno.test("Transformer model: info, selectors and one-line errors (the backbone'
   // after the errors the model still works
   assertEquals((await m.forward(ok, { mode: "attention" }))[0].length, 50304);
 });
+
+Deno.test("infer on a Transformer: attention mode by default, softmax over the tokenizer's ids, knockouts by --block", async () => {
+  const { runDeno } = await import("./helpers.ts");
+  const { topK } = await import("../engine/probs.ts");
+  const g = await goldenEngine("pythia");
+  const s = g.sequences[2], k = g.knockouts[0];
+  const r = await runDeno(["run", "-A", "engine/infer.ts", "--model", fixtureDir("pythia"), "--ids", s.ids.join(","), "--json", "--top", "3"]);
+  assertEquals(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert(relErr(out.last_logits, s.last_logits) < LOGIT_TOL, "infer logits vs golden");
+  const want = topK(s.last_logits, 50277, 3);
+  out.top.forEach((t: { id: number; prob: number }, i: number) => {
+    assertEquals(t.id, want[i].id);
+    assert(Math.abs(t.prob - want[i].prob) <= 1e-4 * want[i].prob, `top ${i}: ${t.prob} vs ${want[i].prob} (softmax over 50277 ids)`);
+  });
+  const [layer, edges] = Object.entries(k.blocked_edges)[0];
+  const T = k.ids.length;
+  const cols = edges.filter(([t]) => t === T - 1).map(([, c]) => c);
+  // the first golden knockout blocks edges of the last row in one layer: one --block says it
+  assertEquals([Object.keys(k.blocked_edges).length, cols.length], [1, edges.length]);
+  const b = await runDeno(["run", "-A", "engine/infer.ts", "--model", fixtureDir("pythia"), "--ids", k.ids.join(","), "--mode", "attention", "--block", `${layer}:last>${cols.join(",")}`, "--json"]);
+  assertEquals(b.code, 0, b.stderr);
+  assert(relErr(JSON.parse(b.stdout).last_logits, k.last_logits) < LOGIT_TOL, "infer --block vs golden knockout");
+});
