@@ -203,7 +203,7 @@ export default defineStage({
     const model = up.manifest.inputs.model?.id ?? "?";
     const modes = constructModes(up);
     if (!modes.includes("scan")) {
-      const reason = `the model has no scan mode: 01_construct ran ${modes.join(" and ")} mode only (a Transformer's ordinary forward), so there is no scan/attention difference to compare`;
+      const reason = `the model has no scan mode: 01_construct ran ${modes.join(" and ")} mode only, so there is no scan/attention difference to compare`;
       await writeJsonAtomic(join(ctx.dir, "summary.json"), { model, applicable: false, reason, modes });
       await writeFileAtomic(join(ctx.dir, "summary.md"), `# Scan mode vs attention mode\n\nModel \`${model}\`: not applicable; ${reason}.\n`);
       ctx.info.applicable = false;

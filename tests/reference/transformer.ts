@@ -15,7 +15,9 @@
 //
 // Kernel layouts are those of the kernels: row-major (rows, cols); see each kernel's header.
 
-import type { Vec } from "./shared.ts";
+import { rmsnorm, silu, type Vec } from "./shared.ts";
+
+export { silu };
 
 // ------------------------------------------------------------------ scalar functions
 
@@ -49,10 +51,6 @@ export function geluExact(x: number): number {
 /** GELU with the tanh approximation (GPT-2's gelu_new). */
 export function geluTanh(x: number): number {
   return 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x)));
-}
-
-export function silu(x: number): number {
-  return x / (1 + Math.exp(-x));
 }
 
 export type Act = "none" | "gelu" | "gelu_tanh";
@@ -287,16 +285,6 @@ function conv1d(x: Vec, rows: number, inDim: number, w: Vec, outDim: number, b: 
   return y;
 }
 
-function rmsnormRows(x: Vec, w: Vec, rows: number, dim: number, eps: number): Float64Array {
-  const out = new Float64Array(rows * dim);
-  for (let r = 0; r < rows; r++) {
-    let ss = 0;
-    for (let c = 0; c < dim; c++) ss += x[r * dim + c] ** 2;
-    const scale = 1 / Math.sqrt(ss / dim + eps);
-    for (let c = 0; c < dim; c++) out[r * dim + c] = x[r * dim + c] * scale * w[c];
-  }
-  return out;
-}
 
 /** Per-head tensors of T positions: [t][h][d]. */
 type Heads = Float64Array[][];
@@ -482,7 +470,7 @@ async function llamaLike(c: Raw, get: TensorSource, ids: number[], ko: RefKnocko
   const residuals: Float64Array[] = [];
   for (let l = 0; l < L; l++) {
     const p = `model.layers.${l}`;
-    const h1 = rmsnormRows(x, await get(`${p}.input_layernorm.weight`), T, D, eps);
+    const h1 = rmsnorm(x, await get(`${p}.input_layernorm.weight`), T, D, eps);
     const proj = async (n: string, out: number) => linear(h1, T, D, await get(`${p}.self_attn.${n}.weight`), out, await opt(`${p}.self_attn.${n}.bias`));
     const q = heads(await proj("q_proj", H * hd), T, H * hd, 0, H, hd);
     const k = heads(await proj("k_proj", Hkv * hd), T, Hkv * hd, 0, Hkv, hd);
@@ -491,7 +479,7 @@ async function llamaLike(c: Raw, get: TensorSource, ids: number[], ko: RefKnocko
     applyRotary(k, hd, inv);
     const o = attend(q, k, v, l, ko, windowOf(l));
     addInto(x, linear(o, T, H * hd, await get(`${p}.self_attn.o_proj.weight`), D, await opt(`${p}.self_attn.o_proj.bias`)));
-    const h2 = rmsnormRows(x, await get(`${p}.post_attention_layernorm.weight`), T, D, eps);
+    const h2 = rmsnorm(x, await get(`${p}.post_attention_layernorm.weight`), T, D, eps);
     const gate = linear(h2, T, D, await get(`${p}.mlp.gate_proj.weight`), F, await opt(`${p}.mlp.gate_proj.bias`));
     const up = linear(h2, T, D, await get(`${p}.mlp.up_proj.weight`), F, await opt(`${p}.mlp.up_proj.bias`));
     const a = new Float64Array(T * F);
@@ -499,7 +487,7 @@ async function llamaLike(c: Raw, get: TensorSource, ids: number[], ko: RefKnocko
     addInto(x, linear(a, T, F, await get(`${p}.mlp.down_proj.weight`), D, await opt(`${p}.mlp.down_proj.bias`)));
     residuals.push(Float64Array.from(x));
   }
-  const f = rmsnormRows(x, await get("model.norm.weight"), T, D, eps);
+  const f = rmsnorm(x, await get("model.norm.weight"), T, D, eps);
   const head = has("lm_head.weight") && c.tie_word_embeddings !== true ? await get("lm_head.weight") : emb;
   return { ...lmHead(f, T, D, head), residuals };
 }
