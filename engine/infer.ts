@@ -1,11 +1,13 @@
 // deno task infer --model M (--prompt "text" | --ids 1,2,3) [--mode scan|attention] [--block SPEC]... [--heads SEL] [--conv] [--top K] [--json] [--dtype f32|f16]
 // Runs one prompt through a checkpoint of any supported family and prints the next-token distribution.
 import { parseArgs } from "node:util";
+import { fileURLToPath } from "node:url";
 import { openCheckpoint } from "./checkpoint/mod.ts";
 import { createGpu } from "./gpu.ts";
 import { loadModel } from "./families.ts";
 import { InputError, type Mode, parseUnitSelector } from "./arch.ts";
-import { loadTokenizer, tokenizerVocabSize } from "./tokenizer.ts";
+import { DEFAULT_TOKENIZER_PATH, loadTokenizer } from "./tokenizer.ts";
+import { tokenizerVocabSize } from "./vocabulary.ts";
 import { topK } from "./probs.ts";
 import { type BlockSpec, parseBlockSpec, resolveBlockSpecs } from "./blockspec.ts";
 import { runMain, UsageError } from "./cli.ts";
@@ -77,7 +79,7 @@ async function main() {
   const knockout = specs.length ? resolveBlockSpecs(specs, ids.length, ckpt.config.nLayer, { units, conv: values.conv }) : undefined;
   const gpu = await createGpu();
   // ids and the softmax over the tokenizer's ids, not over an LM head's padding rows
-  const model = await loadModel(gpu, ckpt, { dtype, vocabSize: await tokenizerVocabSize() });
+  const model = await loadModel(gpu, ckpt, { dtype, vocabSize: await tokenizerVocabSize(fileURLToPath(DEFAULT_TOKENIZER_PATH)) });
   ckpt.close();
   const info = model.info;
   const mode: Mode = chosenMode ?? info.modes[0];

@@ -40,23 +40,3 @@ export async function loadTokenizer(path: string | URL = DEFAULT_TOKENIZER_PATH)
     decodeEach: (ids) => ids.map((id) => tok.decode([id], { skip_special_tokens: false })),
   };
 }
-
-/**
- * Ids a tokenizer.json can produce: 1 + the largest id of its model vocabulary (BPE/WordPiece/
- * WordLevel: a name → id map; Unigram: a list) and of its added tokens. The real vocabulary of a
- * model whose LM head has padding rows (engine/families.ts LoadOptions.vocabSize).
- */
-export async function tokenizerVocabSize(path: string | URL = DEFAULT_TOKENIZER_PATH): Promise<number> {
-  const file = path instanceof URL ? fileURLToPath(path) : path;
-  const t = await readBoundedJson(file, MAX_TOKENIZER_BYTES, "tokenizer.json", (m) => new TokenizerError(`tokenizer ${m}`)) as {
-    model?: { vocab?: unknown };
-    added_tokens?: unknown;
-  } | null;
-  const vocab = t?.model?.vocab;
-  let maxId = -1;
-  if (Array.isArray(vocab)) maxId = vocab.length - 1;
-  else if (vocab && typeof vocab === "object") for (const id of Object.values(vocab)) if (typeof id === "number") maxId = Math.max(maxId, id);
-  for (const a of Array.isArray(t?.added_tokens) ? t.added_tokens : []) if (typeof a?.id === "number") maxId = Math.max(maxId, a.id);
-  if (maxId < 0) throw new TokenizerError(`tokenizer ${file} has no vocabulary (model.vocab); pass the model's tokenizer.json`);
-  return maxId + 1;
-}

@@ -6,7 +6,7 @@ import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { float32ToHalf } from "../engine/checkpoint/dtype.ts";
 import { openCheckpoint } from "../engine/checkpoint/mod.ts";
 import { detectFamily, families, type LoadOptions } from "../engine/families.ts";
-import { tokenizerVocabSize } from "../engine/tokenizer.ts";
+import { tokenizerVocabSize } from "../engine/vocabulary.ts";
 import { GPT_NEOX } from "../engine/gpt_neox/family.ts";
 import { LLAMA } from "../engine/llama/family.ts";
 import { QWEN2 } from "../engine/qwen2/family.ts";

@@ -4,7 +4,7 @@
 import type { Backbone } from "../engine/backbone.ts";
 import type { Checkpoint } from "../engine/checkpoint/mod.ts";
 import type { WeightDtype } from "../engine/matmul.ts";
-import { tokenizerVocabSize } from "../engine/tokenizer.ts";
+import { tokenizerVocabSize } from "../engine/vocabulary.ts";
 import { type GoldenEngine, goldenEngine as readGoldenEngine, loadBackbone } from "./helpers.ts";
 
 export const FIXTURES = ["pythia", "gpt2", "llama", "qwen2"] as const;

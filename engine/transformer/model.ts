@@ -24,7 +24,7 @@ import { Ops } from "../ops.ts";
 import { configRecord, type TransformerConfig } from "./config.ts";
 import type { HostNorm, TensorReader, TransformerFamilyDef } from "./family.ts";
 import { type AttentionMask, TransformerOps } from "./ops.ts";
-import { realVocabulary } from "./vocabulary.ts";
+import { realVocabulary } from "../vocabulary.ts";
 
 interface GpuNorm {
   weight: GPUBuffer;
@@ -109,18 +109,19 @@ export class TransformerStack implements LayerStack {
     return null;
   }
 
-  private get mlpWidth(): number {
-    return this.config.mlp === "swiglu" ? 2 * this.config.dFF : this.config.dFF;
+  /** floats per row of SwiGLU's gate | up (a 1-float stand-in with GELU, which does not use it) */
+  private get midWidth(): number {
+    return this.config.mlp === "swiglu" ? 2 * this.config.dFF : 1;
   }
 
   bindingBytesPerPrompt(seq: number, _mode: Mode): number {
     const c = this.config;
-    return 4 * seq * Math.max(this.stride, this.mlpWidth, c.nHead * c.headDim, c.nHead * seq);
+    return 4 * seq * Math.max(this.stride, this.midWidth, c.dFF, c.nHead * c.headDim, c.nHead * seq);
   }
 
   rowsScratchFloats(maxLen: number): { total: number; largest: number } {
     const c = this.config;
-    const widths = [c.dModel, c.dModel, this.stride, c.nHead * maxLen, c.nHead * c.headDim, this.mlpWidth, c.dFF];
+    const widths = [c.dModel, c.dModel, this.stride, c.nHead * maxLen, c.nHead * c.headDim, this.midWidth, c.dFF];
     return { total: widths.reduce((x, y) => x + y, 0), largest: Math.max(...widths) };
   }
 
@@ -214,7 +215,7 @@ export class TransformerStack implements LayerStack {
       qkv: get("qkv", this.stride),
       probs: get("probs", c.nHead * io.T),
       att: get("att", c.nHead * c.headDim),
-      mid: get("mid", c.mlp === "swiglu" ? 2 * c.dFF : 1),
+      mid: get("mid", this.midWidth),
       act: get("act", c.dFF),
     };
     const units = io.knockout?.units;
@@ -238,7 +239,7 @@ export class TransformerStack implements LayerStack {
       qkv: io.scratch("qkv", this.stride),
       probs: io.scratch("probs", c.nHead * io.maxLen),
       att: io.scratch("att", c.nHead * c.headDim),
-      mid: io.scratch("mid", this.mlpWidth),
+      mid: io.scratch("mid", this.midWidth),
       act: io.scratch("act", c.dFF),
     };
     this.recordLayerSteps(rec, l, b, {

@@ -2,7 +2,8 @@
 // the dataset table and its hash, the tokenizer and its hash, the checkpoint (its content identity
 // goes into the cache keys) and the model on the GPU (reloaded after a lost device).
 
-import { loadTokenizer, type TextTokenizer, tokenizerVocabSize } from "../../engine/tokenizer.ts";
+import { loadTokenizer, type TextTokenizer } from "../../engine/tokenizer.ts";
+import { tokenizerVocabSize } from "../../engine/vocabulary.ts";
 import { exists } from "./atomic.ts";
 import { relOrAbs, type StudyConfig } from "./config.ts";
 import { type Checkpoint, type LoadedModel, loadModel, openModel, unloadModel } from "./engine.ts";
