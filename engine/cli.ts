@@ -12,7 +12,8 @@ export async function runMain(main: () => Promise<void>): Promise<void> {
     const msg = (err?.message ?? String(e)).split("\n")[0];
     console.error(`error: ${msg}`);
     if (Deno.env.get("MAMBA_EXPLAIN_DEBUG")) console.error(err?.stack);
-    // 2 for a malformed command line (node:util parseArgs codes too), 1 for everything else
-    Deno.exit(err instanceof UsageError || err?.code?.startsWith("ERR_PARSE_ARGS") ? 2 : 1);
+    // 2 for a malformed command line (node:util parseArgs codes and --block specs too), 1 for everything else
+    const usage = err instanceof UsageError || err?.name === "BlockSpecError" || err?.code?.startsWith("ERR_PARSE_ARGS");
+    Deno.exit(usage ? 2 : 1);
   }
 }

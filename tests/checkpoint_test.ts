@@ -9,6 +9,7 @@ import { createHash } from "node:crypto";
 import { CheckpointError, expectModelTensors, hfCacheDir, openCheckpoint } from "../engine/checkpoint/mod.ts";
 import { bytesToFloat32, bytesToHalf, floatBitsToHalfBits, halfBitsToFloatBits } from "../engine/checkpoint/dtype.ts";
 import { identityCachePath } from "../engine/checkpoint/identity.ts";
+import { machineEnv } from "./helpers.ts";
 
 const FIXTURE = new URL("./fixtures/mamba2-tiny", import.meta.url).pathname;
 const CRAFTED = new URL("./fixtures/crafted", import.meta.url).pathname;
@@ -20,6 +21,7 @@ const testHome = Deno.makeTempDirSync({ prefix: "ckpt-home-" });
 
 function ckptTest(name: string, fn: () => Promise<void> | void) {
   Deno.test(name, async () => {
+    machineEnv(); // recorded before HOME changes, for the children of tests running in parallel
     const saved = new Map(ENV_KEYS.map((k) => [k, Deno.env.get(k)]));
     for (const k of ENV_KEYS) Deno.env.delete(k);
     Deno.env.set("HOME", testHome);

@@ -4,6 +4,7 @@
 
 import assert from "node:assert/strict";
 import { constants, deflateRawSync } from "node:zlib";
+import { machineEnv } from "./helpers.ts";
 
 export const FIXTURE = new URL("./fixtures/mamba2-tiny", import.meta.url).pathname;
 export const REPO_ROOT = new URL("..", import.meta.url).pathname;
@@ -16,6 +17,7 @@ const ENV_KEYS = ["HOME", "HF_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME", "HF_HUB_O
 /** A test with a private HOME (the identity cache lives there) and no HF_* settings; restored after. */
 export function isolatedTest(name: string, fn: (home: string) => Promise<void> | void) {
   Deno.test(name, async () => {
+    machineEnv(); // recorded before HOME changes, for the children of tests running in parallel
     const saved = new Map(ENV_KEYS.map((k) => [k, Deno.env.get(k)]));
     const home = await Deno.makeTempDir({ prefix: "hardening-home-" });
     for (const k of ENV_KEYS) Deno.env.delete(k);

@@ -102,12 +102,36 @@ export async function assertGoldenKnockouts(model: LanguageModel, golden: Golden
   return logits;
 }
 
+const MACHINE_ENV = "MAMBA_EXPLAIN_TEST_MACHINE_ENV";
+
+/**
+ * The machine's HOME and Deno cache, recorded once before any test changes the environment. Test
+ * files run in parallel share one process environment, and some run with a private HOME
+ * (hardening_fixtures.ts isolatedTest, checkpoint_test.ts): a child started meanwhile would inherit
+ * it, download every npm package again into it (Deno's cache follows HOME) and write its caches
+ * there. Tests that change HOME call this first; children get these values unless told otherwise.
+ */
+export function machineEnv(): { HOME: string; DENO_DIR: string } {
+  const recorded = Deno.env.get(MACHINE_ENV);
+  if (recorded) return JSON.parse(recorded);
+  const home = Deno.env.get("HOME") ?? "/root";
+  const env = { HOME: home, DENO_DIR: Deno.env.get("DENO_DIR") ?? `${Deno.env.get("XDG_CACHE_HOME") ?? `${home}/.cache`}/deno` };
+  Deno.env.set(MACHINE_ENV, JSON.stringify(env));
+  return env;
+}
+machineEnv();
+
+/** The environment of a child deno process of the tests: the machine's HOME and Deno cache, no colours. */
+export function childEnv(extra: Record<string, string> = {}): Record<string, string> {
+  return { ...machineEnv(), XDG_RUNTIME_DIR: "/tmp", NO_COLOR: "1", ...extra };
+}
+
 /** Run a deno subprocess of this repo, returning exit code and text output. */
 export async function runDeno(args: string[], opts: { env?: Record<string, string>; cwd?: string } = {}) {
   const out = await new Deno.Command(Deno.execPath(), {
     args,
     cwd: opts.cwd ?? new URL("..", import.meta.url).pathname,
-    env: { XDG_RUNTIME_DIR: "/tmp", NO_COLOR: "1", ...opts.env },
+    env: childEnv(opts.env),
     stdout: "piped",
     stderr: "piped",
   }).output();

@@ -131,9 +131,14 @@ Deno.test("infer: bad input gives one line and a non-zero exit", async () => {
     [["--ids", "1,2", "--mode", "attention", "--block", "1:last>0", "--heads", "fast:2/1"], /--heads: unit selector "fast:2\/1": the fraction 2\/1 is not in \(0, 1\]/],
     [["--ids", "1,2", "--mode", "attention", "--block", "1:last>0", "--heads", "only:8"], /unit 8 does not exist/],
   ];
+  cases.push(
+    [["--ids", "1", "--target", "#99999"], /--target: token id 99999 is out of range/],
+    [["--ids", "1", "--target", ""], /--target "" encodes to no token/],
+  );
   for (const [args, re] of cases) {
     const r = await runDeno(["run", "-A", "engine/infer.ts", "--model", FIXTURE_DIR, ...args]);
-    assert(r.code !== 0, `${args.join(" ")}: exit ${r.code}`);
+    // every one is a malformed command line: exit 2 (other errors exit 1)
+    assertEquals(r.code, 2, `${args.join(" ")}: exit ${r.code}: ${r.stderr}`);
     const lines = r.stderr.trim().split("\n");
     assertEquals(lines.length, 1, `${args.join(" ")}: ${r.stderr}`);
     assert(re.test(lines[0]), `${args.join(" ")}: ${lines[0]}`);
@@ -144,10 +149,38 @@ Deno.test("infer: bad input gives one line and a non-zero exit", async () => {
   await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify({ ...cfg, d_model: 96 }));
   await Deno.copyFile(FIXTURE_DIR + "model.safetensors", `${dir}/model.safetensors`);
   const misfit = await runDeno(["run", "-A", "engine/infer.ts", "--model", dir, "--ids", "1"]);
-  assert(misfit.code !== 0);
+  assertEquals(misfit.code, 1, "a model that cannot load is not a usage error");
   assertEquals(misfit.stderr.trim().split("\n").length, 1, misfit.stderr);
   assert(/embedding\.weight' has shape \[50288, 64\] but config\.json implies \[50288, 96\]/.test(misfit.stderr), misfit.stderr);
   const missing = await runDeno(["run", "-A", "engine/infer.ts", "--model", "/nonexistent/model", "--ids", "1"]);
-  assert(missing.code !== 0);
+  assertEquals(missing.code, 1);
   assertEquals(missing.stderr.trim().split("\n").length, 1, missing.stderr);
+});
+
+Deno.test("infer --target: p and rank of a given token; the JSON records model, mode, blocks, heads, conv and target", async () => {
+  const k = (await goldenEngine()).knockouts[0];
+  const args = ["run", "-A", "engine/infer.ts", "--model", FIXTURE_DIR, "--ids", k.ids.join(","), "--mode", "attention", "--block", "1-2:last>0,3"];
+  const r = await runDeno([...args, "--json", "--target", " French"]);
+  assertEquals(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assertEquals([out.model, out.family, out.mode, out.dtype, out.blocks, out.heads, out.conv], [FIXTURE_DIR, "mamba2", "attention", "f32", ["1-2:last>0,3"], "all", false]);
+  assert(maxAbsDiff(out.last_logits, k.last_logits) <= 1e-4 * maxAbs(k.last_logits), "last_logits kept");
+  assertEquals([out.target.text, out.target.id, out.target.token], [" French", 5112, " French"]);
+  // p and rank from the golden logits (softmax over the real vocabulary)
+  const V = 50277;
+  const g = k.last_logits.slice(0, V);
+  const m = Math.max(...g);
+  const lse = m + Math.log(g.reduce((s, x) => s + Math.exp(x - m), 0));
+  const p = Math.exp(g[5112] - lse);
+  assert(Math.abs(out.target.prob - p) <= 1e-3 * p, `p(" French") ${out.target.prob} vs ${p}`);
+  assertEquals(out.target.rank, g.filter((x) => x > g[5112]).length + 1);
+  // by id, and in the text output
+  const byId = JSON.parse((await runDeno([...args, "--json", "--target", "#5112"])).stdout);
+  assertEquals(byId.target.prob, out.target.prob);
+  const text = await runDeno([...args, "--target", " French"]);
+  assertEquals(text.code, 0, text.stderr);
+  assert(new RegExp(`target " French": token 5112 " French", p = .*, rank ${out.target.rank} of 50277`).test(text.stdout), text.stdout);
+  // without --target and --block: no target key, no blocks
+  const plain = JSON.parse((await runDeno(["run", "-A", "engine/infer.ts", "--model", FIXTURE_DIR, "--ids", "1,2", "--json"])).stdout);
+  assertEquals([plain.mode, plain.blocks, plain.heads, "target" in plain], ["scan", [], null, false]);
 });

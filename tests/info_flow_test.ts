@@ -5,7 +5,7 @@
 // subject not in its prompt, k larger than the model, no prompt to run).
 import { join } from "node:path";
 import { assert, assertEquals, assertThrows } from "./assert.ts";
-import { FIXTURE_DIR } from "./helpers.ts";
+import { childEnv, FIXTURE_DIR } from "./helpers.ts";
 import { describe, FIXTURE, pipeline, type RunResult, expectOneLineError } from "./pipeline_helpers.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import { readParquet, writeParquet } from "../workflows/lib/parquet.ts";
@@ -375,7 +375,7 @@ Deno.test("03_info_flow on the fixture model: the goldens, flows × heads × con
     const child = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", "workflows/pipeline.ts", ...args, "--out", out],
       cwd: ROOT,
-      env: { XDG_RUNTIME_DIR: "/tmp", NO_COLOR: "1" },
+      env: childEnv(),
       stdout: "null",
       stderr: "null",
     }).spawn();

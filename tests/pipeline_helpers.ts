@@ -1,7 +1,7 @@
 // Shared by the pipeline tests: run `workflows/pipeline.ts` as a child process on the fixture model.
 import { join } from "node:path";
 import { assert, assertEquals } from "./assert.ts";
-import { runDeno } from "./helpers.ts";
+import { childEnv, runDeno } from "./helpers.ts";
 import { hashFile } from "../workflows/lib/hash.ts";
 
 export const FIXTURE = "tests/fixtures/mamba2-tiny";
@@ -57,4 +57,30 @@ export function expectOneLineError(r: RunResult, mention: RegExp, opts: { ignore
   assert(lines[0].startsWith("error: "), describe(r));
   assert(mention.test(lines[0]), `expected ${mention}\n${describe(r)}`);
   assert(!/\bat .*\.ts:\d+/.test(r.stderr), `stack trace in\n${describe(r)}`);
+}
+
+/**
+ * Start `deno task pipeline` with `args` and send `signal` once the resume log `log` (a stage's
+ * `.work/*.jsonl`) holds `minRecords` saved records; returns the exit code, stderr and the records saved.
+ */
+export async function interruptedRun(
+  args: string[],
+  log: string,
+  minRecords: number,
+  signal: Deno.Signal = "SIGKILL",
+): Promise<{ code: number; stderr: string; saved: number }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "workflows/pipeline.ts", ...args],
+    cwd: new URL("..", import.meta.url).pathname,
+    env: childEnv(),
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const saved = async () => (await Deno.readTextFile(log).catch(() => "")).split("\n").length - 2; // header, trailing newline
+  const deadline = Date.now() + 120_000;
+  while (Date.now() < deadline && (await saved()) < minRecords) await new Promise((r) => setTimeout(r, 5));
+  child.kill(signal);
+  const status = await child.status;
+  const stderr = new TextDecoder().decode(await new Response(child.stderr).arrayBuffer());
+  return { code: status.code, stderr, saved: await saved() };
 }

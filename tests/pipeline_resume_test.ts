@@ -2,9 +2,7 @@
 // redoing finished prompts, and its parquet files are byte-for-byte those of an uninterrupted run.
 import { join } from "node:path";
 import { assert, assertEquals } from "./assert.ts";
-import { describe, FIXTURE, pipeline } from "./pipeline_helpers.ts";
-
-const ROOT = new URL("..", import.meta.url).pathname;
+import { describe, FIXTURE, interruptedRun, pipeline } from "./pipeline_helpers.ts";
 const ARGS = ["--model", FIXTURE, "--rows", "0-9", "--only", "01_construct", "--set", "01_construct.batchSize=1"];
 const OUTPUTS = ["construct_scan.parquet", "construct_attention.parquet"];
 
@@ -17,26 +15,8 @@ async function countLines(path: string): Promise<number> {
 }
 
 /** Start a run and send `signal` once `minRecords` scan-mode prompts are saved. */
-async function interrupted(out: string, signal: Deno.Signal, minRecords: number): Promise<{ code: number; stderr: string; saved: number }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "workflows/pipeline.ts", ...ARGS, "--out", out],
-    cwd: ROOT,
-    env: { XDG_RUNTIME_DIR: "/tmp", NO_COLOR: "1" },
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const log = join(out, "01_construct", ".work", "scan.jsonl");
-  const deadline = Date.now() + 120_000;
-  let saved = 0;
-  while (Date.now() < deadline) {
-    saved = (await countLines(log)) - 1; // the first line is the header
-    if (saved >= minRecords) break;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  child.kill(signal);
-  const status = await child.status;
-  const stderr = new TextDecoder().decode(await new Response(child.stderr).arrayBuffer());
-  return { code: status.code, stderr, saved };
+function interrupted(out: string, signal: Deno.Signal, minRecords: number) {
+  return interruptedRun([...ARGS, "--out", out], join(out, "01_construct", ".work", "scan.jsonl"), minRecords, signal);
 }
 
 async function sameBytes(a: string, b: string): Promise<boolean> {

@@ -54,7 +54,7 @@ Deno.test("pipeline on the fixture model: outputs, values, cache", async (t) => 
     for (const f of ["summary.json", "summary.md", "delta_distributions.svg", "delta_distributions.png", "delta_distributions.vl.json", "manifest.json"]) {
       assert((await Deno.stat(join(compare, f))).size > 0, f);
     }
-    const cfg = JSON.parse(await Deno.readTextFile(join(out, "config.json")));
+    const cfg = JSON.parse(await Deno.readTextFile(join(out, "run.config.json")));
     assertEquals(cfg.rows, ROW_SPEC);
     assertEquals(cfg.stages["01_construct"].batchSize, 16);
     // no progress files are left once a stage has finished
@@ -113,7 +113,8 @@ Deno.test("pipeline on the fixture model: outputs, values, cache", async (t) => 
     assert(Math.abs(summary.delta.true_prob.mean) < 1e-6, "scan and attention mode agree");
     assertEquals(summary.delta.true_prob.count_abs_gt_threshold, 0);
     const m = JSON.parse(await Deno.readTextFile(join(construct, "manifest.json")));
-    assertEquals(m.params, { batchSize: 16 });
+    assertEquals(m.params, {}, "batchSize is throughput only: not in the key");
+    assertEquals(m.throughputParams, { batchSize: 16 });
     assertEquals(m.counts.rows, ROWS.length);
     assertEquals(m.inputs.dataset.rows, ROW_SPEC);
     assertEquals(m.inputs.model.identity.length, 64);
@@ -134,9 +135,9 @@ Deno.test("pipeline on the fixture model: outputs, values, cache", async (t) => 
 
   await t.step("--dry-run says what would run and why, and runs nothing", async () => {
     const before = await snapshot(out);
-    const r = await pipeline([...base, "--set", "01_construct.batchSize=2", "--dry-run"]);
+    const r = await pipeline([...base, "--dtype", "f16", "--dry-run"]);
     assertEquals(r.code, 0, describe(r));
-    assert(r.stdout.includes("01_construct: would run: parameter batchSize changed (16 → 2)"), describe(r));
+    assert(r.stdout.includes("01_construct: would run: dtype changed (f32 → f16)"), describe(r));
     assert(r.stdout.includes("02_compare: would run: upstream 01_construct changed"), describe(r));
     assertEquals(await snapshot(out), before);
   });
@@ -154,14 +155,24 @@ Deno.test("pipeline on the fixture model: outputs, values, cache", async (t) => 
     assert(again.stdout.includes("02_compare: runs: parameter threshold changed (0.05 → 0.1)"), describe(again));
   });
 
-  await t.step("a changed 01_construct parameter reruns it and its dependant", async () => {
-    const scanBefore = await readParquet(join(construct, "construct_scan.parquet"));
+  await t.step("a changed throughput-only parameter (01_construct.batchSize) reruns nothing", async () => {
+    const before = await snapshot(out);
     const r = await pipeline([...base, "--set", "01_construct.batchSize=2"]);
     assertEquals(r.code, 0, describe(r));
-    assert(r.stdout.includes("01_construct: runs: parameter batchSize changed (16 → 2)"), describe(r));
-    assert(r.stdout.includes("02_compare: runs: upstream 01_construct changed"), describe(r));
+    assert(r.stdout.includes("01_construct: up to date, skipped"), describe(r));
+    assert(r.stdout.includes("02_compare: up to date, skipped"), describe(r));
+    assertEquals(await snapshot(out), before);
+  });
+
+  await t.step("--force reruns; deno task stage runs one stage", async () => {
+    const scanBefore = await readParquet(join(construct, "construct_scan.parquet"));
+    const args = [...base, "--set", "01_construct.batchSize=2"];
+    const r = await pipeline([...args, "--force"]);
+    assertEquals(r.code, 0, describe(r));
+    assert(r.stdout.includes("01_construct: runs: forced (--force)"), describe(r));
+    assert(r.stdout.includes("02_compare: runs: forced (--force)"), describe(r));
     const m = JSON.parse(await Deno.readTextFile(join(construct, "manifest.json")));
-    assertEquals(m.params.batchSize, 2);
+    assertEquals(m.throughputParams.batchSize, 2);
     assertEquals(m.info.batches, 3);
     // other batches, same numbers
     const scanAfter = await readParquet(join(construct, "construct_scan.parquet"));
@@ -169,14 +180,6 @@ Deno.test("pipeline on the fixture model: outputs, values, cache", async (t) => 
       assertEquals(r.pred_id, scanBefore.rows[i].pred_id);
       assert(close(r.true_prob as number, scanBefore.rows[i].true_prob as number, 1e-12, 1e-5));
     });
-  });
-
-  await t.step("--force reruns; deno task stage runs one stage", async () => {
-    const args = [...base, "--set", "01_construct.batchSize=2"];
-    const r = await pipeline([...args, "--force"]);
-    assertEquals(r.code, 0, describe(r));
-    assert(r.stdout.includes("01_construct: runs: forced (--force)"), describe(r));
-    assert(r.stdout.includes("02_compare: runs: forced (--force)"), describe(r));
     const before = await snapshot(construct);
     const s = await stage(["02_compare", "--model", FIXTURE, "--rows", ROW_SPEC, "--out", out, "--set", "01_construct.batchSize=2", "--force"]);
     assertEquals(s.code, 0, describe(s));
@@ -188,7 +191,8 @@ Deno.test("pipeline on the fixture model: outputs, values, cache", async (t) => 
   });
 
   await t.step("--from reruns that stage and later ones, not earlier ones", async () => {
-    const args = ["--model", FIXTURE, "--rows", ROW_SPEC, "--out", out, "--set", "01_construct.batchSize=2"];
+    // 03_info_flow's default k = 9,15 does not fit the test model's 6 layers: refused before anything runs
+    const args = ["--model", FIXTURE, "--rows", ROW_SPEC, "--out", out, "--set", "01_construct.batchSize=2", "--set", "03_info_flow.k=3"];
     const before = await snapshot(construct);
     const r = await pipeline([...args, "--from", "02_compare", "--dry-run"]);
     assertEquals(r.code, 0, describe(r));

@@ -5,13 +5,15 @@
 // top probability, the argmax id and its text, and whether the argmax is the true token.
 // Outputs construct_<mode>.parquet per mode that ran (construct_attention.parquet always; the
 // manifest lists the tables and says the modes in info.modes): the dataset's columns + those.
-// Work is saved per batch (.work/<mode>.jsonl) and resumed after an interruption.
+// Work is saved per batch (.work/<mode>.jsonl) and resumed after an interruption; with --shard i/n
+// only every n-th batch is run, into the shard's folder (lib/shard.ts).
 
 import { join } from "node:path";
 import type { TextTokenizer } from "../engine/tokenizer.ts";
 import type { LanguageModel } from "../engine/arch.ts";
+import { exists } from "./lib/atomic.ts";
 import { withDevice } from "./lib/engine.ts";
-import { UserError } from "./lib/errors.ts";
+import { aboutRows, UserError } from "./lib/errors.ts";
 import { type Column, type Field, tableColumns, writeParquet } from "./lib/parquet.ts";
 import { fixedGroups } from "./lib/groups.ts";
 import { RowLog } from "./lib/resume.ts";
@@ -108,8 +110,9 @@ export default defineStage({
   version: "1",
   module: import.meta.url,
   inputs: { dataset: true, tokenizer: true, model: true },
+  shardable: true,
   params: {
-    batchSize: { type: "int", default: 16, min: 1, max: 4096, doc: "prompts per forward pass (and per saved step of progress)" },
+    batchSize: { type: "int", default: 16, min: 1, max: 4096, throughput: true, doc: "prompts per forward pass (and per saved step of progress); throughput only, not in the cache key" },
   },
   // every family runs attention mode; construct_scan.parquet is added when the model has scan mode
   outputs: ["construct_attention.parquet"],
@@ -125,23 +128,31 @@ export default defineStage({
     const results = new Map<Mode, Map<number, RowResult>>();
     let resumed = 0;
     ctx.counts.rows = items.length;
-    const modelModes = (await ctx.model()).model.info.modes;
-    const modes = MODES.filter((m) => modelModes.includes(m)); // attention mode: every family
+    // the model's modes (attention: every family); a merge computes nothing and loads no model: its
+    // work logs, filled from the shards, are those of the modes the shards ran
+    const logged = await Promise.all(MODES.map((m) => exists(join(ctx.workDir, `${m}.jsonl`))));
+    const modelModes = ctx.merged ? MODES.filter((_, i) => logged[i]) : (await ctx.model()).model.info.modes;
+    const modes = MODES.filter((m) => modelModes.includes(m));
 
     for (const mode of modes) {
       const log = await RowLog.open<RowResult>(join(ctx.workDir, `${mode}.jsonl`), ctx.cacheKey);
       try {
         const known = new Set(ctx.rows);
         for (const r of [...log.done.keys()]) if (!known.has(r)) log.done.delete(r);
-        if (log.done.size > 0) {
-          ctx.log(`${mode} mode: resuming, ${log.done.size} of ${items.length} prompts already done`);
+        // all batches, or this shard's (--shard i/n)
+        const { share, todo } = ctx.part(batches, (b) => b.every((it) => log.has(it.row)));
+        const n = share.reduce((s, b) => s + b.length, 0);
+        if (log.done.size > 0 && !ctx.merged) {
+          ctx.log(`${mode} mode: resuming, ${log.done.size} of ${n} prompts already done`);
           resumed += log.done.size;
         }
-        const todo = batches.filter((b) => b.some((it) => !log.has(it.row)));
-        const bar = ctx.progress(`01_construct ${mode}`, items.length, log.done.size);
+        const bar = ctx.progress(`01_construct ${mode}${ctx.shard ? ` shard ${ctx.shard.index}/${ctx.shard.count}` : ""}`, n, log.done.size);
         for (const batch of todo) {
           ctx.checkInterrupted(`${log.done.size}/${items.length} ${mode}-mode prompts`);
-          const out = await withDevice(() => ctx.model(), (loaded) => runBatch(loaded.model, batch, mode));
+          const out = await withDevice(() => ctx.model(), (loaded) =>
+            runBatch(loaded.model, batch, mode).catch((e) => {
+              throw aboutRows(e, batch, `01_construct, ${mode} mode`); // the rows, not "prompt 3 of the batch"
+            }));
           const fresh = out.filter((r) => !log.has(r.row));
           await log.append(fresh);
           bar.tick(fresh.length);
@@ -152,6 +163,8 @@ export default defineStage({
         log.close();
       }
     }
+
+    if (ctx.shard) return; // a shard's records are saved in its folder; the merge writes the tables
 
     for (const mode of modes) {
       const cols = buildColumns(ds.columns, ds.rows, items, results.get(mode)!, tok);

@@ -31,7 +31,7 @@ import {
   WINDOW_CONVENTIONS,
   type WindowConvention,
 } from "./lib/knockout_configs.ts";
-import { checkKnockoutsApply, type KnockoutJob, runKnockoutJobs } from "./lib/knockout_run.ts";
+import { checkKnockoutsApply, checkWindow, type KnockoutJob, runKnockoutJobs } from "./lib/knockout_run.ts";
 import { type Field, writeTable } from "./lib/parquet.ts";
 import { parseBooleanList } from "./lib/params.ts";
 import { removeStaleFigures, writeFigure } from "./lib/plot.ts";
@@ -170,6 +170,7 @@ export default defineStage<InfoFlowParams>({
   version: "2",
   module: import.meta.url,
   inputs: { dataset: true, tokenizer: true, model: true, stages: ["01_construct"] },
+  shardable: true,
   params: {
     filter: { type: "string", default: "both-correct", choices: PROMPT_FILTERS, doc: PROMPT_FILTER_DOC },
     n_prompts: { type: "int", default: 1000, min: 1, doc: "a deterministic sample of this many prompts (fewer if fewer qualify)" },
@@ -186,11 +187,16 @@ export default defineStage<InfoFlowParams>({
     x_axis: { type: "string", default: "layer", choices: X_AXES, doc: "figures' x axis: the window's layer, or its depth as % of the model's layers" },
     target: { type: "string", default: "true", choices: TARGETS, doc: "token whose probability is tracked: the dataset's true token or the model's own top prediction" },
     bootstrap: { type: "int", default: 1000, min: 0, max: 100000, doc: "bootstrap resamples for the 95 % intervals (0: none)" },
-    group_prompts: { type: "int", default: 16, min: 1, max: 4096, doc: "prompts per fast-path call (and per saved step of progress)" },
+    group_prompts: { type: "int", default: 16, min: 1, max: 4096, throughput: true, doc: "prompts per fast-path call (and per saved step of progress); throughput only, not in the cache key" },
   },
   outputs: outputsFor,
   check(P) {
     infoFlowAxes(P);
+  },
+  checkModel(P, model) {
+    for (const k of parseWindowSizes(P.k, "03_info_flow.k")) {
+      checkWindow(() => layerWindows(model.nLayer, k, P.window as WindowConvention), "03_info_flow.k");
+    }
   },
 
   async run(ctx: StageContext<InfoFlowParams>) {
@@ -226,6 +232,8 @@ export default defineStage<InfoFlowParams>({
       groupPrompts: P.group_prompts,
       label: "03_info_flow",
     });
+
+    if (ctx.shard) return; // a shard's records are saved in its folder; the merge writes the outputs
 
     // 4. tables
     const flowsText = axes.flows.map((f) => f.text);

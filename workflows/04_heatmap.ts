@@ -13,7 +13,7 @@ import { UserError } from "./lib/errors.ts";
 import { formatUnitSelector, type LanguageModel } from "../engine/arch.ts";
 import { relativeChange } from "./lib/info_flow_stats.ts";
 import { heatmapConfigs, type HeatmapConfig, layerWindows, parseSelector } from "./lib/knockout_configs.ts";
-import { checkKnockoutsApply, type KnockoutJob, runKnockoutJobs } from "./lib/knockout_run.ts";
+import { checkKnockoutsApply, checkWindow, type KnockoutJob, runKnockoutJobs } from "./lib/knockout_run.ts";
 import { type Field, writeTable } from "./lib/parquet.ts";
 import { removeStaleFigures, writeFigure } from "./lib/plot.ts";
 import {
@@ -27,6 +27,9 @@ import {
 } from "./lib/prompt_choice.ts";
 import { parseRows } from "./lib/rows.ts";
 import { defineStage, type StageContext } from "./lib/stage.ts";
+
+/** The CounterFact rows of the study's four prompts (data/counterfact-tracing.parquet), ascending. */
+export const STUDY_ROWS = [4342, 15396, 19230, 21326] as const;
 
 /** The four prompts of the study's heatmap figure. */
 export const STUDY_PROMPTS = [
@@ -53,12 +56,12 @@ export type PromptChoice = { kind: "all" } | { kind: "rows"; rows: number[] } | 
  * `study` (the four prompts of the study), `all` (every selected row), a list of dataset rows
  * (`4342,19230` or ranges `0-9`), or prompt texts separated by `|`.
  */
-export function parsePromptChoice(spec: string): PromptChoice {
+export function parsePromptChoice(spec: string, nRows?: number): PromptChoice {
   const s = spec.trim();
   if (s === "") throw new UserError(`04_heatmap.prompts is empty; give study, all, a list of rows (4342,19230) or prompt texts separated by |`);
   if (s === "study") return { kind: "texts", texts: [...STUDY_PROMPTS] };
   if (s === "all") return { kind: "all" };
-  if (/^[\d\s,-]+$/.test(s)) return { kind: "rows", rows: parseRows(s) };
+  if (/^[\d\s,-]+$/.test(s)) return { kind: "rows", rows: parseRows(s, nRows, "04_heatmap.prompts") };
   const texts = s.split("|").map((t) => t.trim()).filter((t) => t !== "");
   return { kind: "texts", texts };
 }
@@ -189,6 +192,7 @@ export default defineStage<HeatmapParams>({
   version: "2",
   module: import.meta.url,
   inputs: { dataset: true, tokenizer: true, model: true, stages: ["01_construct"] },
+  shardable: true,
   params: {
     prompts: {
       type: "string",
@@ -199,20 +203,24 @@ export default defineStage<HeatmapParams>({
     heads: { type: "string", default: "all", doc: "the heads knocked out: all, fast:a/b, slow:a/b, not-fast:a/b, not-slow:a/b, only:i+j-k" },
     conv: { type: "boolean", default: false, doc: "cut the conv1d path from the token into the last position too" },
     filter: { type: "string", default: "both-correct", choices: PROMPT_FILTERS, doc: PROMPT_FILTER_DOC },
-    group_prompts: { type: "int", default: 4, min: 1, max: 4096, doc: "prompts per fast-path call (and per saved step of progress)" },
+    group_prompts: { type: "int", default: 4, min: 1, max: 4096, throughput: true, doc: "prompts per fast-path call (and per saved step of progress); throughput only, not in the cache key" },
   },
   outputs: ["heatmap.parquet", "heatmaps.md"],
   check(P) {
     parseSelector(P.heads, "04_heatmap.heads");
+    parsePromptChoice(P.prompts);
+  },
+  checkModel(P, model) {
+    checkWindow(() => layerWindows(model.nLayer, P.k, "start"), "04_heatmap.k");
   },
 
   async run(ctx: StageContext<HeatmapParams>) {
     const P = ctx.params;
-    const choice = parsePromptChoice(P.prompts);
+    const ds = await ctx.dataset();
+    const choice = parsePromptChoice(P.prompts, ds.totalRows);
     const up = ctx.upstream("01_construct");
     const construct = await readConstruct(up);
     const attention = construct.attention;
-    const ds = await ctx.dataset();
     const tok = await ctx.tokenizer();
     const selected = constructedRows(ctx.rows, construct);
     const rowIndex = new Map(ctx.rows.map((r, i) => [r, i]));
@@ -241,9 +249,15 @@ export default defineStage<HeatmapParams>({
     for (const f of failed) notes.push(`row ${f.row} ("${text(f.row)}") ${f.why}`);
     for (const n of notes) ctx.log(`skipped: ${n}`);
     if (chosen.length === 0) {
+      // the hint follows the cause: rows outside the selection, or rows the filter refused
+      const notSelected = notes.length - failed.length;
+      const hints = [
+        ...(notSelected > 0 ? [`include the prompts' rows in --rows${choice.kind === "texts" && P.prompts.trim() === "study" ? ` (the study's four: --rows ${STUDY_ROWS.join(",")})` : ""}`, "choose others with --heatmap-prompts"] : []),
+        ...(failed.length > 0 ? ["pass --set 04_heatmap.filter=all to run prompts the model gets wrong"] : []),
+      ];
       throw new UserError(
         `04_heatmap: no prompt to run (${notes.length ? notes[0] + (notes.length > 1 ? `, and ${notes.length - 1} more` : "") : "the selection is empty"}); ` +
-          `include the prompts' rows in --rows, choose others with --heatmap-prompts, or pass --set 04_heatmap.filter=all`,
+          (hints.length ? hints.join(", or ") : "select more rows"),
       );
     }
 
@@ -275,6 +289,8 @@ export default defineStage<HeatmapParams>({
       groupPrompts: P.group_prompts,
       label: "04_heatmap",
     });
+
+    if (ctx.shard) return; // a shard's records are saved in its folder; the merge writes the outputs
 
     // 3. table, figures, index
     const cells: HeatmapCell[] = [];

@@ -1,7 +1,7 @@
 // Command line of `deno task pipeline` and `deno task stage`.
 
 import { parseArgs } from "node:util";
-import { UserError } from "./errors.ts";
+import { UsageError } from "./errors.ts";
 import { type PipelineFlags, runPipeline } from "./pipeline.ts";
 import type { ParamSpec, StageDef } from "./stage.ts";
 
@@ -20,6 +20,10 @@ const COMMON = `  --config FILE        study configuration (default: study.confi
                        path, size and modification time
   --dry-run            say what would run and why, run nothing
   --out DIR            run folder (default: outputs/<model>[_rows-SPEC])
+  --shard I/N          compute shard I of N (0 <= I < N) of the stages 01, 03, 04 whose inputs are ready,
+                       into <stage>/shards/; no outputs (one process, one GPU per shard)
+  --merge              merge complete shard sets into the stages' outputs (the same bytes as one process),
+                       run the stages that are not sharded, list missing shards with their commands
   --list               list the stages with their inputs and parameters`;
 
 export const PIPELINE_HELP = `usage: deno task pipeline [options]
@@ -79,12 +83,14 @@ export async function cli(args: string[], stages: StageDef[], mode: "pipeline" |
         verify: { type: "boolean" },
         "dry-run": { type: "boolean" },
         out: { type: "string" },
+        shard: { type: "string" },
+        merge: { type: "boolean" },
         list: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
     });
   } catch (e) {
-    throw new UserError(`${(e as Error).message.split("\n")[0]}; see --help`);
+    throw new UsageError(`${(e as Error).message.split("\n")[0]}; see --help`);
   }
   const v = parsed.values;
   if (v.help) {
@@ -97,9 +103,9 @@ export async function cli(args: string[], stages: StageDef[], mode: "pipeline" |
   }
   let only = v.only;
   if (mode === "stage") {
-    if (v.only || v.from) throw new UserError("deno task stage takes the stage name itself, not --only/--from");
+    if (v.only || v.from) throw new UsageError("deno task stage takes the stage name itself, not --only/--from");
     if (parsed.positionals.length !== 1) {
-      throw new UserError(`give exactly one stage name, e.g. deno task stage ${stages[0]?.name ?? "01_construct"}; stages are ${stages.map((s) => s.name).join(", ")}`);
+      throw new UsageError(`give exactly one stage name, e.g. deno task stage ${stages[0]?.name ?? "01_construct"}; stages are ${stages.map((s) => s.name).join(", ")}`);
     }
     only = [parsed.positionals[0]];
   }
@@ -118,6 +124,9 @@ export async function cli(args: string[], stages: StageDef[], mode: "pipeline" |
     verify: v.verify,
     dryRun: v["dry-run"],
     out: v.out,
+    shard: v.shard,
+    merge: v.merge,
+    command: { name: mode === "pipeline" ? "deno task pipeline" : "deno task stage", args },
   };
   return await runPipeline(stages, flags);
 }

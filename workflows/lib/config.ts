@@ -3,7 +3,7 @@
 // working directory. Every key is checked: a misspelt key is an error, never silently ignored.
 
 import { dirname, isAbsolute, relative, resolve } from "node:path";
-import { UserError } from "./errors.ts";
+import { UsageError, UserError } from "./errors.ts";
 import type { Params, ParamSpec, StageDef } from "./stage.ts";
 
 export const REPO_ROOT = resolve(dirname(new URL(import.meta.url).pathname), "../..");
@@ -11,6 +11,8 @@ export const DEFAULT_CONFIG_PATH = resolve(REPO_ROOT, "study.config.json");
 
 const TOP_KEYS = ["$comment", "model", "dtype", "dataset", "tokenizer", "outputs", "rows", "limit", "stages"] as const;
 export const DTYPES = ["f32", "f16"] as const;
+/** The largest study configuration file read. */
+const MAX_CONFIG_BYTES = 1 << 20;
 export type Dtype = typeof DTYPES[number];
 
 export interface StudyConfig {
@@ -50,7 +52,7 @@ function describeSpec(s: ParamSpec): string {
 }
 
 export function checkParam(where: string, name: string, spec: ParamSpec, v: unknown): number | string | boolean {
-  const bad = () => new UserError(`${where}: parameter ${name} must be ${describeSpec(spec)}, got ${JSON.stringify(v)}`);
+  const bad = () => new UsageError(`${where}: parameter ${name} must be ${describeSpec(spec)}, got ${JSON.stringify(v)}`);
   switch (spec.type) {
     case "int":
     case "number":
@@ -96,6 +98,14 @@ function knownList(xs: Iterable<string>): string {
   return [...xs].join(", ");
 }
 
+/**
+ * A stage's declaration of parameter `k`, or undefined: only the declared parameters themselves,
+ * never what every object inherits (`constructor`, `toString`, `__proto__`, ...).
+ */
+export function paramSpec(def: StageDef, k: string): ParamSpec | undefined {
+  return Object.hasOwn(def.params, k) ? (def.params as Record<string, ParamSpec>)[k] : undefined;
+}
+
 export async function loadConfig(
   stages: StageDef[],
   configPath: string | undefined,
@@ -107,9 +117,14 @@ export async function loadConfig(
   let raw: unknown;
   let text: string;
   try {
+    // a FIFO or a device would block or never end, and no study configuration needs megabytes
+    const st = await Deno.stat(path);
+    if (!st.isFile) throw new UserError(`config file ${shown} is not a regular file; point --config at the file itself`);
+    if (st.size > MAX_CONFIG_BYTES) throw new UserError(`config file ${shown} is larger than ${MAX_CONFIG_BYTES >> 20} MiB, more than any study configuration needs`);
     text = await Deno.readTextFile(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new UserError(`config file ${shown} does not exist; pass --config FILE or create it`);
+    if (e instanceof UserError) throw e;
+    if (e instanceof Deno.errors.NotFound) throw new UsageError(`config file ${shown} does not exist; pass --config FILE or create it`);
     throw new UserError(`cannot read config file ${shown}: ${(e as Error).message}`);
   }
   try {
@@ -121,14 +136,14 @@ export async function loadConfig(
   const c = raw as Record<string, unknown>;
   for (const k of Object.keys(c)) {
     if (!(TOP_KEYS as readonly string[]).includes(k)) {
-      throw new UserError(`${shown}: unknown key "${k}"; known keys are ${knownList(TOP_KEYS.filter((x) => x !== "$comment"))}`);
+      throw new UsageError(`${shown}: unknown key "${k}"; known keys are ${knownList(TOP_KEYS.filter((x) => x !== "$comment"))}`);
     }
   }
   const base = dirname(path);
   const str = (k: string): string | undefined => {
     const v = c[k];
     if (v === undefined) return undefined;
-    if (typeof v !== "string" || v === "") throw new UserError(`${shown}: "${k}" must be a non-empty string`);
+    if (typeof v !== "string" || v === "") throw new UsageError(`${shown}: "${k}" must be a non-empty string`);
     return v;
   };
 
@@ -141,18 +156,18 @@ export async function loadConfig(
   }
   const fileStages = c.stages ?? {};
   if (typeof fileStages !== "object" || fileStages === null || Array.isArray(fileStages)) {
-    throw new UserError(`${shown}: "stages" must be an object of stage name -> parameters`);
+    throw new UsageError(`${shown}: "stages" must be an object of stage name -> parameters`);
   }
   for (const [name, params] of Object.entries(fileStages as Record<string, unknown>)) {
     const def = byName.get(name);
-    if (!def) throw new UserError(`${shown}: unknown stage "${name}" under "stages"; stages are ${knownList(byName.keys())}`);
+    if (!def) throw new UsageError(`${shown}: unknown stage "${name}" under "stages"; stages are ${knownList(byName.keys())}`);
     if (typeof params !== "object" || params === null || Array.isArray(params)) {
-      throw new UserError(`${shown}: stages.${name} must be an object of parameter -> value`);
+      throw new UsageError(`${shown}: stages.${name} must be an object of parameter -> value`);
     }
     for (const [k, v] of Object.entries(params as Record<string, unknown>)) {
-      const spec = (def.params as Record<string, ParamSpec>)[k];
+      const spec = paramSpec(def, k);
       if (!spec) {
-        throw new UserError(
+        throw new UsageError(
           `${shown}: stage ${name} has no parameter "${k}"; its parameters are ${knownList(Object.keys(def.params)) || "(none)"}`,
         );
       }
@@ -161,21 +176,29 @@ export async function loadConfig(
   }
   for (const item of over.set ?? []) {
     const m = /^([^.=]+)\.([^=]+)=(.*)$/s.exec(item);
-    if (!m) throw new UserError(`--set ${item}: write it as STAGE.PARAM=VALUE, e.g. --set 01_construct.batchSize=8`);
+    if (!m) throw new UsageError(`--set ${item}: write it as STAGE.PARAM=VALUE, e.g. --set 01_construct.batchSize=8`);
     const [, name, k, v] = m;
     const def = byName.get(name);
-    if (!def) throw new UserError(`--set ${item}: unknown stage "${name}"; stages are ${knownList(byName.keys())}`);
-    const spec = (def.params as Record<string, ParamSpec>)[k];
-    if (!spec) throw new UserError(`--set ${item}: stage ${name} has no parameter "${k}"; its parameters are ${knownList(Object.keys(def.params)) || "(none)"}`);
+    if (!def) throw new UsageError(`--set ${item}: unknown stage "${name}"; stages are ${knownList(byName.keys())}`);
+    const spec = paramSpec(def, k);
+    if (!spec) throw new UsageError(`--set ${item}: stage ${name} has no parameter "${k}"; its parameters are ${knownList(Object.keys(def.params)) || "(none)"}`);
     stageParams[name][k] = checkParam(`--set`, `${name}.${k}`, spec, parseFlagValue(spec, v));
   }
 
-  for (const s of stages) s.check?.(stageParams[s.name]);
+  // a value a stage cannot use is a usage error, whether it came from the file or from --set
+  for (const s of stages) {
+    try {
+      s.check?.(stageParams[s.name]);
+    } catch (e) {
+      if (e instanceof UserError && !(e instanceof UsageError)) throw new UsageError(e.message);
+      throw e;
+    }
+  }
 
   const model = over.model ? resolveModel(over.model, cwd) : str("model") ? resolveModel(str("model")!, base) : undefined;
-  if (!model) throw new UserError(`no model: set "model" in ${shown} or pass --model`);
+  if (!model) throw new UsageError(`no model: set "model" in ${shown} or pass --model`);
   const dataset = over.dataset ? resolve(cwd, over.dataset) : str("dataset") ? resolve(base, str("dataset")!) : undefined;
-  if (!dataset) throw new UserError(`no dataset: set "dataset" in ${shown} or pass --dataset`);
+  if (!dataset) throw new UsageError(`no dataset: set "dataset" in ${shown} or pass --dataset`);
   const tokenizer = over.tokenizer
     ? resolve(cwd, over.tokenizer)
     : str("tokenizer")
@@ -184,7 +207,7 @@ export async function loadConfig(
   const outputs = resolve(base, str("outputs") ?? "outputs");
   const dtype = over.dtype ?? str("dtype") ?? "f32";
   if (!(DTYPES as readonly string[]).includes(dtype)) {
-    throw new UserError(`${over.dtype ? "--dtype" : `${shown}: "dtype"`} ${JSON.stringify(dtype)}: use ${DTYPES.join(" or ")}`);
+    throw new UsageError(`${over.dtype ? "--dtype" : `${shown}: "dtype"`} ${JSON.stringify(dtype)}: use ${DTYPES.join(" or ")}`);
   }
 
   const rows = over.rows ?? str("rows");
@@ -193,7 +216,7 @@ export async function loadConfig(
   if (limRaw !== undefined) {
     const n = typeof limRaw === "number" ? limRaw : Number(limRaw);
     if (!Number.isInteger(n) || n < 1 || (typeof limRaw === "string" && !/^\s*\d+\s*$/.test(limRaw))) {
-      throw new UserError(`--limit ${limRaw}: give a positive integer`);
+      throw new UsageError(`--limit ${limRaw}: give a positive integer`);
     }
     limit = n;
   }

@@ -1,12 +1,13 @@
 // Shared machinery of the knockout stages (03_info_flow, 04_heatmap): running the knockouts of
 // many prompts through the exact fast path (model.knockouts) in fixed groups, with progress
-// saved per group of prompts so that an interrupted run resumes to the same result.
+// saved per group of prompts so that an interrupted run resumes to the same result (a shard,
+// --shard i/n, runs only its share of the groups: lib/shard.ts).
 
 import { join } from "node:path";
 import type { KnockoutConfig, LanguageModel, UnitSelector } from "../../engine/arch.ts";
 import type { PromptKnockout } from "./knockout_configs.ts";
 import { withDevice } from "./engine.ts";
-import { errorLine, UserError } from "./errors.ts";
+import { aboutRows, errorLine, UserError } from "./errors.ts";
 import { fixedGroups } from "./groups.ts";
 import { RowLog } from "./resume.ts";
 import type { StageContext } from "./stage.ts";
@@ -25,6 +26,15 @@ export function checkKnockoutsApply(model: LanguageModel, opts: { heads: UnitSel
   }
   if (opts.conv.includes(true) && model.info.convWidth === 0) {
     throw new UserError(`${stage}.conv: ${model.info.family} models have no conv path to cut; use conv=false`);
+  }
+}
+
+/** A window check (layerWindows) whose error names the parameter: `03_info_flow.k: window size k=9 is larger …`. */
+export function checkWindow(check: () => unknown, what: string): void {
+  try {
+    check();
+  } catch (e) {
+    throw new UserError(`${what}: ${errorLine(e)}`);
   }
 }
 
@@ -62,14 +72,17 @@ export async function runKnockoutJobs(
       const j = byRow.get(row);
       if (!j || rec.p?.length !== j.configs.length || rec.pred?.length !== j.configs.length) log.done.delete(row);
     }
-    if (log.done.size > 0) ctx.log(`resuming, ${log.done.size} of ${jobs.length} prompts already done`);
-    ctx.info.resumedPrompts = log.done.size;
-    const total = jobs.reduce((s, j) => s + j.configs.length, 0);
-    const initial = jobs.reduce((s, j) => s + (log.has(j.row) ? j.configs.length : 0), 0);
-    const bar = ctx.progress(opts.label, total, initial, "knockouts");
-    for (const group of fixedGroups(jobs, opts.groupPrompts)) {
-      if (group.every((j) => log.has(j.row))) continue;
-      ctx.checkInterrupted(`${log.done.size}/${jobs.length} prompts`);
+    // every group, or this shard's (--shard i/n)
+    const { share, todo } = ctx.part(fixedGroups(jobs, opts.groupPrompts), (g) => g.every((j) => log.has(j.row)));
+    const mine = share.flat();
+    if (log.done.size > 0 && !ctx.merged) ctx.log(`resuming, ${log.done.size} of ${mine.length} prompts already done`);
+    ctx.info.resumedPrompts = ctx.merged ? 0 : log.done.size;
+    const knockoutsDone = () => mine.reduce((s, j) => s + (log.has(j.row) ? j.configs.length : 0), 0);
+    const total = mine.reduce((s, j) => s + j.configs.length, 0);
+    const label = ctx.shard ? `${opts.label} shard ${ctx.shard.index}/${ctx.shard.count}` : opts.label;
+    const bar = ctx.progress(label, total, knockoutsDone(), "knockouts");
+    for (const group of todo) {
+      ctx.checkInterrupted(`${log.done.size}/${mine.length} prompts`);
       const configs: KnockoutConfig[] = [];
       group.forEach((j, pi) => {
         for (const c of j.configs) configs.push({ prompt: pi, target: j.target, start: c.start, end: c.end, edges: c.edges, units: c.units, conv: c.conv });
@@ -83,7 +96,7 @@ export async function runKnockoutJobs(
           });
         } catch (e) {
           bar.tick(-ticked); // the group is redone or the stage ends: its knockouts are not done
-          throw e;
+          throw aboutRows(e, group, opts.label);
         }
       });
       const records: KnockoutRecord[] = [];
@@ -101,7 +114,7 @@ export async function runKnockoutJobs(
         });
       });
       await log.append(records);
-      bar.set(jobs.reduce((s, j) => s + (log.has(j.row) ? j.configs.length : 0), 0));
+      bar.set(knockoutsDone());
     }
     bar.finish();
     return new Map(log.done);

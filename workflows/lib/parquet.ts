@@ -173,6 +173,9 @@ export async function readParquet(path: string, opts: { rowStart?: number; rowEn
     types[schema[i].name] = columnTypeOf(schema, i);
     i = skip(i);
   }
+  // two columns of one name would silently become one (the last wins): refuse the table
+  const twice = names.find((n, k) => names.indexOf(n) !== k);
+  if (twice !== undefined) throw new UserError(`${path} has two columns named "${twice}"; give every column its own name`);
   const missing = (opts.columns ?? []).filter((c) => !names.includes(c));
   if (missing.length) throw new UserError(`${path} has no column ${missing.map((c) => `"${c}"`).join(", ")}; it has ${names.join(", ")}`);
   let rows: Record<string, unknown>[];

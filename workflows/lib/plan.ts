@@ -4,12 +4,14 @@
 
 import { basename, join, relative } from "node:path";
 import { REPO_ROOT, relOrAbs, type StudyConfig } from "./config.ts";
-import { UserError } from "./errors.ts";
+import { UsageError, UserError } from "./errors.ts";
 import { hashModuleTree, hashValue, sha256 } from "./hash.ts";
 import type { RunInputs } from "./inputs.ts";
 import { engineSha256, outputProblems, readManifest } from "./manifest.ts";
+import { hasSavedWork } from "./resume.ts";
 import { formatRows } from "./rows.ts";
-import type { KeyMaterial, Manifest, Params, StageDef } from "./stage.ts";
+import { findShardSets, type ShardSet } from "./shard.ts";
+import type { KeyMaterial, Manifest, ModelShape, Params, ParamSpec, StageDef } from "./stage.ts";
 
 export function outputsOf(def: StageDef, params: Params): string[] {
   // deno-lint-ignore no-explicit-any
@@ -43,10 +45,10 @@ export function selectStages(all: StageDef[], flags: { only?: string[]; from?: s
   const names = all.map((s) => s.name);
   const known = names.join(", ");
   for (const n of flags.only ?? []) {
-    if (!names.includes(n)) throw new UserError(`unknown stage "${n}"; stages are ${known}`);
+    if (!names.includes(n)) throw new UsageError(`unknown stage "${n}"; stages are ${known}`);
   }
-  if (flags.from !== undefined && !names.includes(flags.from)) throw new UserError(`unknown stage "${flags.from}"; stages are ${known}`);
-  if (flags.from !== undefined && flags.only?.length) throw new UserError("use either --only or --from, not both");
+  if (flags.from !== undefined && !names.includes(flags.from)) throw new UsageError(`unknown stage "${flags.from}"; stages are ${known}`);
+  if (flags.from !== undefined && flags.only?.length) throw new UsageError("use either --only or --from, not both");
   const fromIdx = flags.from !== undefined ? names.indexOf(flags.from) : -1;
   const selected = new Set(flags.only?.length ? flags.only : fromIdx >= 0 ? names.slice(fromIdx) : names);
   const needed = new Set<string>();
@@ -59,12 +61,36 @@ export function selectStages(all: StageDef[], flags: { only?: string[]; from?: s
   return { selected, stages: all.filter((s) => needed.has(s.name)), from: flags.from, force: flags.force ?? false };
 }
 
-/** `state-spaces/mamba2-1.3b` → `mamba2-1.3b`; a folder → its name; plus the row selection when partial. */
+/**
+ * Every selected stage's parameters against the model's shape (StageDef.checkModel), before
+ * anything runs; nothing to check against while a hub model is not downloaded (a dry run).
+ */
+export function checkParamsAgainstModel(sel: Selection, cfg: StudyConfig, model: ModelShape | undefined): void {
+  if (!model) return;
+  for (const def of sel.stages) {
+    if (!sel.selected.has(def.name) || !def.checkModel) continue;
+    try {
+      def.checkModel(cfg.stages[def.name], model);
+    } catch (e) {
+      if (e instanceof UserError && !(e instanceof UsageError)) throw new UsageError(e.message);
+      throw e;
+    }
+  }
+}
+
+/**
+ * The run folder's name: `state-spaces/mamba2-1.3b` → `mamba2-1.3b`, a folder → its name, plus the
+ * row selection when partial, in characters no shell treats specially: `mamba2-1.3b_rows-0-99+4342`
+ * (`+` between parts); a selection too long to spell says its first and last row and how many,
+ * with 6 hex digits of its hash so that two such selections never share a folder:
+ * `mamba2-1.3b_rows-3-147_50-rows_3f2a9c`. Every stage's manifest records the rows themselves.
+ */
 export function runName(model: string, rows: number[], totalRows: number): string {
   const base = basename(model.replace(/[\\/]+$/, "")).replace(/[^A-Za-z0-9._-]/g, "_") || "model";
   if (rows.length === totalRows) return base;
   const spec = formatRows(rows);
-  return `${base}_rows-${spec.length <= 40 ? spec : sha256(spec).slice(0, 12)}`;
+  if (spec.length <= 40) return `${base}_rows-${spec.replaceAll(",", "+")}`;
+  return `${base}_rows-${rows[0]}-${rows[rows.length - 1]}_${rows.length}-rows_${sha256(spec).slice(0, 6)}`;
 }
 
 function modelIdForKey(model: string): string {
@@ -134,6 +160,10 @@ export interface Plan {
   upToDate: boolean;
   /** engine/ or kernels/ changed since the kept output was computed (not in the key: said, not rerun) */
   engineChanged: boolean;
+  /** shardable stages: the shard sets found for this key (lib/shard.ts) */
+  shards: ShardSet[];
+  /** forced (--force, --from): the saved work of an interrupted run is discarded, the stage starts over */
+  fresh: boolean;
 }
 
 /** One model's run: where it writes and which rows it reads. */
@@ -144,11 +174,23 @@ export interface RunTarget {
   rows: number[];
 }
 
+/** A stage's parameters: those that can change its outputs (the key's) and the throughput-only ones. */
+export function splitParams(def: StageDef, all: Params): { params: Params; throughputParams: Params } {
+  const params: Params = {}, throughputParams: Params = {};
+  for (const [k, v] of Object.entries(all)) {
+    if ((def.params as Record<string, ParamSpec>)[k]?.throughput) throughputParams[k] = v;
+    else params[k] = v;
+  }
+  return { params, throughputParams };
+}
+
 /** A stage's key material: its code, parameters, inputs and upstream stages' keys. */
 async function keyMaterial(def: StageDef, t: RunTarget, upstreamKey: (stage: string) => string): Promise<KeyMaterial> {
   const { cfg, inputs } = t;
   const codeSha256 = await hashModuleTree(new URL(def.module).pathname, join(REPO_ROOT, "workflows") + "/");
-  const material: KeyMaterial = { stage: def.name, version: def.version, codeSha256, params: cfg.stages[def.name], inputs: {} };
+  const { params, throughputParams } = splitParams(def, cfg.stages[def.name]);
+  const material: KeyMaterial = { stage: def.name, version: def.version, codeSha256, params, inputs: {} };
+  if (Object.keys(throughputParams).length) material.throughputParams = throughputParams;
   if (def.inputs.dataset) {
     material.inputs.dataset = { path: relOrAbs(cfg.dataset), sha256: inputs.datasetSha!, rows: formatRows(t.rows), rowCount: t.rows.length };
   }
@@ -169,7 +211,7 @@ async function staleness(dir: string, def: StageDef, material: KeyMaterial, key:
   else if (old.cacheKey !== key) {
     reasons = keyDiff(old, material);
     if (reasons.length === 0) reasons = ["cache key changed"];
-  } else reasons = await outputProblems(dir, old, [...new Set([...outputsOf(def, material.params), ...Object.keys(old.outputs)])]);
+  } else reasons = await outputProblems(dir, old, [...new Set([...outputsOf(def, { ...material.params, ...material.throughputParams }), ...Object.keys(old.outputs)])]);
   return { reasons, old };
 }
 
@@ -182,14 +224,22 @@ export async function planStages(sel: Selection, t: RunTarget): Promise<Map<stri
     const key = cacheKeyOf(material);
     const dir = join(t.runDir, def.name);
     const { reasons, old } = await staleness(dir, def, material, key);
+    const fresh = sel.force || def.name === sel.from;
+    const saved = await hasSavedWork(join(dir, ".work"), key);
+    if (saved && !fresh) {
+      // an interrupted run of this very work: say that it goes on, not that nothing was done
+      if (old === null) reasons.splice(0, reasons.length, "resumes an interrupted run (its saved work is kept)");
+      else if (reasons.length) reasons.push("an interrupted run's saved work is resumed"); // an up-to-date output stays so
+    }
     if (def.inputs.model && !t.inputs.ckpt) reasons.push(`model not downloaded yet (${t.inputs.ckptError})`);
     const upToDate = reasons.length === 0;
     const isSel = sel.selected.has(def.name);
     let run = false;
     const why: string[] = [];
     if (isSel) {
-      if (sel.force) why.push("forced (--force)");
-      else if (def.name === sel.from) why.push(`forced (--from ${sel.from})`);
+      const over = saved ? ", starts over (the saved work of an interrupted run is discarded)" : "";
+      if (sel.force) why.push(`forced (--force)${over}`);
+      else if (def.name === sel.from) why.push(`forced (--from ${sel.from})${over}`);
       why.push(...reasons);
       for (const up of def.inputs.stages ?? []) {
         const u = plans.get(up)!;
@@ -200,7 +250,8 @@ export async function planStages(sel: Selection, t: RunTarget): Promise<Map<stri
     }
     const engineChanged = upToDate && !!def.inputs.model && typeof old === "object" && old !== null &&
       old.engine?.engineSha256 !== undefined && old.engine.engineSha256 !== await engineSha256();
-    plans.set(def.name, { def, material, key, dir, selected: isSel, run, reasons: isSel ? why : reasons, upToDate, engineChanged });
+    const shards = def.shardable && run ? await findShardSets(dir, key) : [];
+    plans.set(def.name, { def, material, key, dir, selected: isSel, run, reasons: isSel ? why : reasons, upToDate, engineChanged, shards, fresh });
   }
   // a stage that is not selected but is read by one that runs must be up to date
   for (const p of plans.values()) {

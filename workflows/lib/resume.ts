@@ -96,3 +96,33 @@ export class RowLog<T extends RowRecord> {
     }
   }
 }
+
+/**
+ * Whether `workDir` holds saved work of an interrupted run for the work identified by `key` (a
+ * RowLog whose first line names it): the plan says "resumes" rather than "no earlier output".
+ */
+export async function hasSavedWork(workDir: string, key: string): Promise<boolean> {
+  let entries: Deno.DirEntry[];
+  try {
+    entries = await Array.fromAsync(Deno.readDir(workDir));
+  } catch {
+    return false;
+  }
+  for (const e of entries) {
+    if (!e.isFile || !e.name.endsWith(".jsonl")) continue;
+    let file: Deno.FsFile | undefined;
+    try {
+      file = await Deno.open(`${workDir}/${e.name}`, { read: true });
+      const buf = new Uint8Array(256); // {"key":"<64 hex>"} and a newline fit
+      const n = (await file.read(buf)) ?? 0;
+      const text = new TextDecoder().decode(buf.subarray(0, n));
+      const nl = text.indexOf("\n");
+      if (nl > 0 && (JSON.parse(text.slice(0, nl)) as { key?: string })?.key === key && n > nl + 1) return true;
+    } catch {
+      // unreadable: not resumable work
+    } finally {
+      file?.close();
+    }
+  }
+  return false;
+}

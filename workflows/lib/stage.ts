@@ -18,6 +18,12 @@ export interface ParamSpec {
   min?: number;
   max?: number;
   choices?: readonly string[];
+  /**
+   * Throughput only (batch sizes, prompts per call): the outputs are byte-identical whatever its
+   * value (tests prove it), so it is left out of the cache key: changing it reruns nothing. It is
+   * recorded in the manifest (`throughputParams`).
+   */
+  throughput?: boolean;
 }
 
 export interface StageInputs {
@@ -46,7 +52,25 @@ export interface StageDef<P extends Params = Params> {
    * configuration is loaded, before anything runs: throws a UserError of one line naming the value.
    */
   check?(params: P): void;
+  /**
+   * Its work can be cut into shards (`--shard i/n`): it takes its fixed groups of prompts through
+   * `ctx.part`, keeps its records in work logs (`RowLog` in `ctx.workDir`), and returns before
+   * writing its outputs when `ctx.shard` is set (lib/shard.ts).
+   */
+  shardable?: boolean;
+  /**
+   * Checks the parameters against the model's shape (config.json, read without loading weights),
+   * before anything runs, dry runs too (e.g. a window of 9 layers on a 6-layer model): throws a
+   * UserError of one line naming the parameter. Skipped while a hub model is not downloaded yet.
+   */
+  checkModel?(params: P, model: ModelShape): void;
   run(ctx: StageContext<P>): Promise<void>;
+}
+
+/** What a stage may check its parameters against before the model is loaded (its config.json). */
+export interface ModelShape {
+  family: string;
+  nLayer: number;
 }
 
 export function defineStage<P extends Params>(def: StageDef<P>): StageDef<P> {
@@ -79,6 +103,15 @@ export interface StageContext<P extends Params = Params> {
   dir: string;
   /** a folder for resumable progress: kept across interrupted runs with the same cache key, removed after success */
   workDir: string;
+  /** --shard i/n: this process computes one share of the work (see `part`); the stage then returns without writing its outputs */
+  shard?: { index: number; count: number };
+  /** the work logs were filled from a complete set of shards (--merge): every group is done */
+  merged: boolean;
+  /**
+   * Of the stage's fixed groups of prompts (lib/groups.ts), the share this process computes (all of
+   * them, or shard i's: the groups g with g mod n = i) and, of that share, those not done yet.
+   */
+  part<T>(groups: readonly T[], done: (group: T) => boolean): { share: T[]; todo: T[] };
   /** the selected dataset rows (indices into the dataset), ascending */
   rows: number[];
   dataset(): Promise<DatasetSlice>;
@@ -112,7 +145,10 @@ export interface KeyMaterial {
   stage: string;
   version: string;
   codeSha256: string;
+  /** the parameters that can change the outputs (in the key) */
   params: Params;
+  /** the throughput-only parameters (ParamSpec.throughput): recorded, not in the key */
+  throughputParams?: Params;
   inputs: {
     dataset?: { path: string; sha256: string; rows: string; rowCount: number };
     tokenizer?: { path: string; sha256: string };
@@ -129,5 +165,7 @@ export interface Manifest extends KeyMaterial {
   engine: Record<string, unknown>;
   counts: Record<string, number>;
   info: Record<string, unknown>;
+  /** the run's row selection (also for stages that do not read the dataset themselves) */
+  selection?: { rows: string; rowCount: number };
   outputs: Record<string, OutputRecord>;
 }

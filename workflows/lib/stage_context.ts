@@ -3,8 +3,10 @@
 
 import { join } from "node:path";
 import { Progress } from "../../engine/progress.ts";
+import { relOrAbs } from "./config.ts";
 import { InterruptedError, UserError } from "./errors.ts";
 import type { Plan, RunTarget } from "./plan.ts";
+import { shareOf, type ShardSpec } from "./shard.ts";
 import type { DatasetSlice, StageContext, UpstreamOutputs } from "./stage.ts";
 
 /** What every stage of one run shares besides the run's target. */
@@ -15,7 +17,15 @@ export interface RunSession {
   dataset?: DatasetSlice;
 }
 
-export function makeStageContext(plan: Plan, target: RunTarget, session: RunSession): StageContext {
+/** How this process takes part in the stage's work: one shard of it, or the merge of a complete set. */
+export interface ShardRole {
+  /** where the stage's work logs go (default: `<stage>/.work`) */
+  workDir?: string;
+  shard?: ShardSpec;
+  merged?: boolean;
+}
+
+export function makeStageContext(plan: Plan, target: RunTarget, session: RunSession, role: ShardRole = {}): StageContext {
   const def = plan.def;
   const { cfg, inputs, runDir, rows } = target;
   const dir = plan.dir;
@@ -25,7 +35,17 @@ export function makeStageContext(plan: Plan, target: RunTarget, session: RunSess
     params: cfg.stages[def.name],
     cacheKey: plan.key,
     dir,
-    workDir: join(dir, ".work"),
+    workDir: role.workDir ?? join(dir, ".work"),
+    shard: role.shard,
+    merged: role.merged ?? false,
+    part: (groups, done) => {
+      const share = shareOf(groups, role.shard);
+      const todo = share.filter((g) => !done(g));
+      if (role.merged && todo.length) {
+        throw new UserError(`${def.name}: ${todo.length} group(s) of prompts are in no shard of the merged set; remove ${relOrAbs(join(plan.dir, "shards"))} and run the shards again`);
+      }
+      return { share, todo };
+    },
     rows,
     dataset: async () => {
       if (session.dataset) return session.dataset;
