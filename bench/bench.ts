@@ -5,6 +5,7 @@
 //   prefill    tokens/s, 64 ten-token prompts, synthetic models of both shapes, f32 and f16
 //   construct  01_construct throughput (bench/construct_bench.ts)
 //   knockout   the nine-flow sweep at k=9 per prompt, fast path vs full recomputes (bench/knockout_bench.ts)
+//   load       peak resident memory while a synthetic mamba2-1.3b loads, against its weights (bench/load_bench.ts)
 //   transformer  the same sweep on synthetic Pythia (GPT-NeoX) models (bench/transformer_bench.ts)
 // --quick runs tiny shapes and few repeats (tests/bench_smoke_test.ts), so the code cannot rot.
 import { parseArgs } from "node:util";
@@ -13,6 +14,7 @@ import { runMain, UsageError } from "../engine/cli.ts";
 import { benchMatmul, benchPrefill, type Ceilings, measureCeilings } from "./engine_bench.ts";
 import { benchConstruct } from "./construct_bench.ts";
 import { benchKnockout } from "./knockout_bench.ts";
+import { benchLoad } from "./load_bench.ts";
 import { benchTransformerKnockout } from "./transformer_bench.ts";
 import { type BenchRow, markdownTable } from "./table.ts";
 
@@ -38,6 +40,7 @@ const SECTIONS: Section[] = [
     run: (ctx) => benchConstruct({ gpu: ctx.gpu, ...(ctx.quick ? { prompts: 2, singlePrompts: 1, batchSize: 2 } : {}) }),
   },
   { name: "knockout", run: (ctx) => benchKnockout(ctx.gpu, { quick: ctx.quick }) },
+  { name: "load", run: (ctx) => benchLoad({ quick: ctx.quick }) },
   { name: "transformer", run: (ctx) => benchTransformerKnockout(ctx.gpu, { quick: ctx.quick }) },
 ];
 

@@ -163,8 +163,13 @@ export class Backbone implements LanguageModel {
     readonly dtype: WeightDtype,
     /** bytes of every weight on the GPU */
     readonly weightBytes: number,
+    /** the real vocabulary (engine/families.ts realVocabSize, LoadOptions.vocabSize); default the stack's */
+    vocabSize?: number,
   ) {
-    this.info = stack.info;
+    if (vocabSize !== undefined && !(Number.isInteger(vocabSize) && vocabSize >= 1 && vocabSize <= stack.info.vocabPadded)) {
+      throw new InputError(`vocabulary size ${vocabSize} is not within the LM head's ${stack.info.vocabPadded} rows`);
+    }
+    this.info = vocabSize === undefined ? stack.info : { ...stack.info, vocabSize };
     this.work = new Workspace(gpu);
   }
 

@@ -79,3 +79,87 @@ export function checkModelSize(c: ModelConfig): ModelConfig {
 export function parseConfig(raw: unknown): ModelConfig {
   return checkModelSize(parseModelConfig(raw));
 }
+
+/**
+ * JSON as Python's `json` module writes it: besides standard JSON, the bare tokens `Infinity`,
+ * `-Infinity` and `NaN` (json.dumps of a float inf / nan); objects {"__float__": "Infinity"} (another
+ * writer's spelling) become the number. Strings are left alone ("Infinity" stays a string; the
+ * readers of float fields accept it, see floatValue). Throws SyntaxError like JSON.parse.
+ */
+export function parsePythonJson(text: string): unknown {
+  const MARK = "\u0000pyfloat:";
+  let out = "", i = 0, changed = false;
+  while (i < text.length) {
+    const ch = text[i];
+    if (ch === '"') {
+      // copy a string literal as it is (escapes included)
+      let j = i + 1;
+      while (j < text.length && text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
+      out += text.slice(i, j + 1);
+      i = j + 1;
+      continue;
+    }
+    const m = /^(-?Infinity|NaN)/.exec(text.slice(i, i + 9));
+    if (m) {
+      out += JSON.stringify(MARK + m[1]);
+      i += m[1].length;
+      changed = true;
+      continue;
+    }
+    out += ch;
+    i++;
+  }
+  const floats: Record<string, number> = { Infinity: Infinity, "-Infinity": -Infinity, NaN: NaN };
+  return JSON.parse(out, (_k, v) => {
+    if (changed && typeof v === "string" && v.startsWith(MARK)) return floats[v.slice(MARK.length)];
+    if (typeof v === "object" && v !== null && !Array.isArray(v) && Object.keys(v).length === 1 && "__float__" in v) {
+      const f = floatValue(v.__float__);
+      if (f !== undefined) return f;
+    }
+    return v;
+  });
+}
+
+/** A float as Python-written configs spell it: a number, "Infinity"/"-Infinity"/"inf"/"NaN", {"__float__": …}; undefined otherwise. */
+export function floatValue(v: unknown): number | undefined {
+  if (typeof v === "number") return v;
+  if (typeof v === "string") {
+    const t = v.trim().toLowerCase();
+    if (t === "infinity" || t === "inf" || t === "+infinity" || t === "+inf") return Infinity;
+    if (t === "-infinity" || t === "-inf") return -Infinity;
+    if (t === "nan") return NaN;
+    const n = Number(v);
+    return v.trim() !== "" && Number.isFinite(n) ? n : undefined;
+  }
+  if (typeof v === "object" && v !== null && !Array.isArray(v) && "__float__" in v) return floatValue((v as { __float__: unknown }).__float__);
+  return undefined;
+}
+
+/**
+ * A dt clamp [lo, hi] (Mamba-2's `dt_limit` in ssm_cfg, `time_step_limit` in the Hugging Face
+ * layout): two floats, lo >= 0, lo < hi; hi may be Infinity (no upper clamp). Absent: [0, Infinity].
+ */
+export function dtLimit(obj: Record<string, unknown>, key: string, where = "config.json"): [number, number] {
+  const v = obj[key];
+  if (v === undefined || v === null) return [0, Infinity];
+  const pair = Array.isArray(v) && v.length === 2 ? v.map(floatValue) : undefined;
+  if (!pair || pair.some((x) => x === undefined || Number.isNaN(x)) || !(pair[0]! >= 0 && pair[0]! < pair[1]!)) {
+    throw new ConfigError(`${where}: "${key}" must be [min, max] with 0 <= min < max (max may be Infinity), got ${JSON.stringify(v)}`);
+  }
+  return [pair[0]!, pair[1]!];
+}
+
+/** A boolean `key` of `obj`; `fallback` when absent or null. */
+export function bool(obj: Record<string, unknown>, key: string, fallback: boolean, where = "config.json"): boolean {
+  const v = obj[key];
+  if (v === undefined || v === null) return fallback;
+  if (typeof v !== "boolean") throw new ConfigError(`${where}: "${key}" must be true or false, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+/** ConfigError (one line) unless `key` is absent or has the one value this engine implements. */
+export function requireValue(obj: Record<string, unknown>, key: string, wanted: unknown, why: string, where = "config.json"): void {
+  const v = obj[key];
+  if (v !== undefined && v !== null && v !== wanted) throw new ConfigError(`${where}: "${key}": ${JSON.stringify(v)} is not supported (${why})`);
+}
+

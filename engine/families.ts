@@ -9,11 +9,13 @@
 // and come after the Mamba ones.
 import { InputError, type LanguageModel } from "./arch.ts";
 import type { Checkpoint } from "./checkpoint/mod.ts";
+import { CheckpointError } from "./checkpoint/types.ts";
 import { ConfigError, type ModelConfig } from "./config.ts";
 import type { Gpu } from "./gpu.ts";
 import type { F16Kernel, WeightDtype } from "./matmul.ts";
 import { checkTensors, type TensorSpec } from "./tensors.ts";
 import { MAMBA2 } from "./mamba2/family.ts";
+import { FALCON_MAMBA, MAMBA1 } from "./mamba1/family.ts";
 import { GPT_NEOX } from "./gpt_neox/family.ts";
 import { GPT2 } from "./gpt2/family.ts";
 import { LLAMA } from "./llama/family.ts";
@@ -29,10 +31,9 @@ export interface LoadOptions {
   /** How kernels read f16 weights (engine/matmul.ts F16Kernel); "packed" works on every adapter. */
   f16Kernel?: F16Kernel;
   /**
-   * The real vocabulary: the ids of the tokenizer the prompts come from; ids and the softmax range
-   * over 0..vocabSize-1, not over the LM head's padding rows (Pythia: 50277 ids, 50304 rows). The
-   * Transformer families read it (default: a tokenizer.json beside the weights, else every head
-   * row); the Mamba families take theirs from config.json's vocab_size, which is the tokenizer's.
+   * The tokenizer's vocabulary size (TextTokenizer.vocabSize). loadModel turns it into the model's
+   * real vocabulary by realVocabSize, and a family hands that on to its Backbone (its last
+   * constructor argument), which checks ids and softmaxes over it.
    */
   vocabSize?: number;
 }
@@ -55,7 +56,7 @@ export interface Family {
 
 /** Every family, in the order the errors list them (a function: read at call time, never during module loading). */
 export function families(): Family[] {
-  return [MAMBA2, GPT_NEOX, GPT2, LLAMA, QWEN2, MISTRAL];
+  return [MAMBA2, MAMBA1, FALCON_MAMBA, GPT_NEOX, GPT2, LLAMA, QWEN2, MISTRAL];
 }
 
 /** What config.json says the architecture is. */
@@ -100,6 +101,28 @@ export function expectedTensors(config: ModelConfig, has?: (name: string) => boo
 }
 
 /**
+ * The real-vocabulary rule, one for every family: the softmax and the token ids run over the
+ * tokenizer's tokens when the tokenizer is known (a model's LM head may have padding rows that are
+ * no token: state-spaces pads to a multiple of 8 or 16, the Hugging Face layouts store the padded
+ * count as vocab_size, Pythia's head has 50304 rows for 50277 tokens), else over the config's
+ * vocabulary (state-spaces: the real one; Hugging Face: every row). A tokenizer with more tokens than
+ * the head has rows is not this model's, nor is one that leaves a tenth of the rows unused (padding
+ * is a few rows, ~2 % at most in published models; GPT-NeoX-20B's 50277 tokens against Falcon-Mamba's
+ * 65024 rows is a Hugging Face snapshot without its tokenizer.json): CheckpointError, one line.
+ */
+export function realVocabSize(config: ModelConfig, tokenizerVocab?: number): number {
+  if (tokenizerVocab === undefined) return config.vocabSize;
+  if (!Number.isInteger(tokenizerVocab) || tokenizerVocab < 1) throw new InputError(`vocabulary size ${tokenizerVocab} is not a positive integer`);
+  if (tokenizerVocab > config.vocabPadded) {
+    throw new CheckpointError(`the tokenizer has ${tokenizerVocab} tokens but the model's LM head only ${config.vocabPadded} rows: it is not this model's tokenizer (put the model's tokenizer.json beside its config.json, or pass --tokenizer)`);
+  }
+  if (tokenizerVocab < 0.9 * config.vocabPadded) {
+    throw new CheckpointError(`the tokenizer has ${tokenizerVocab} tokens but the model's LM head ${config.vocabPadded} rows: it is not this model's tokenizer (put the model's tokenizer.json beside its config.json, or pass --tokenizer)`);
+  }
+  return tokenizerVocab;
+}
+
+/**
  * Load a checkpoint as the LanguageModel of its family; its tensors are checked against the
  * family's list first (a missing, misshapen or unexpected tensor is named before anything is
  * uploaded).
@@ -107,6 +130,7 @@ export function expectedTensors(config: ModelConfig, has?: (name: string) => boo
 export async function loadModel(gpu: Gpu, ckpt: Checkpoint, opts: LoadOptions = {}): Promise<LanguageModel> {
   const dtype = opts.dtype ?? "f32";
   if (dtype !== "f32" && dtype !== "f16") throw new InputError(`unknown dtype ${dtype}: use f32 or f16`);
+  const vocabSize = realVocabSize(ckpt.config, opts.vocabSize);
   checkTensors(ckpt, expectedTensors(ckpt.config, (name) => ckpt.has(name)));
-  return await familyOf(ckpt.config).load(gpu, ckpt, { ...opts, dtype });
+  return await familyOf(ckpt.config).load(gpu, ckpt, { ...opts, dtype, vocabSize });
 }

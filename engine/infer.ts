@@ -1,13 +1,11 @@
 // deno task infer --model M (--prompt "text" | --ids 1,2,3) [--mode scan|attention] [--block SPEC]... [--heads SEL] [--conv] [--target TOKEN] [--top K] [--json] [--dtype f32|f16]
 // Runs one prompt through a checkpoint of any supported family and prints the next-token distribution.
 import { parseArgs } from "node:util";
-import { fileURLToPath } from "node:url";
 import { openCheckpoint } from "./checkpoint/mod.ts";
 import { createGpu } from "./gpu.ts";
 import { loadModel } from "./families.ts";
 import { InputError, type Mode, parseUnitSelector } from "./arch.ts";
-import { DEFAULT_TOKENIZER_PATH, loadTokenizer } from "./tokenizer.ts";
-import { tokenizerVocabSize } from "./vocabulary.ts";
+import { loadTokenizer, tokenizerPathFor } from "./tokenizer.ts";
 import { checkFiniteLogits, logSumExp, topK } from "./probs.ts";
 import { type BlockSpec, parseBlockSpec, resolveBlockSpecs } from "./blockspec.ts";
 import { runMain, UsageError } from "./cli.ts";
@@ -68,7 +66,9 @@ async function main() {
     throw e;
   }
 
-  const tokenizer = await loadTokenizer();
+  const ckpt = await openCheckpoint(values.model, { offline: values.offline });
+  // the model's own tokenizer.json when its folder has one, else GPT-NeoX-20B's (engine/tokenizer.ts)
+  const tokenizer = await loadTokenizer((await tokenizerPathFor(ckpt.dir)).path);
   let ids: number[];
   if (values.ids !== undefined) {
     ids = values.ids.split(",").map((s) => {
@@ -86,16 +86,14 @@ async function main() {
     if (target === undefined) throw new UsageError(`--target ${JSON.stringify(values.target)} encodes to no token; give a text such as " Paris" or #ID`);
   }
 
-  const ckpt = await openCheckpoint(values.model, { offline: values.offline });
   // ids the user gave are a usage error before anything is loaded, not a failure of the model
-  const vocab = ckpt.config.vocabSize;
+  const vocab = Math.min(ckpt.config.vocabSize, tokenizer.vocabSize);
   for (const [what, id] of [...ids.map((id) => ["--ids", id] as const), ...(target === undefined ? [] : [["--target", target] as const])]) {
     if (id >= vocab) throw new UsageError(`${what}: token id ${id} is out of range (ids are integers in 0..${vocab - 1})`);
   }
   const knockout = specs.length ? resolveBlockSpecs(specs, ids.length, ckpt.config.nLayer, { units, conv: values.conv }) : undefined;
   const gpu = await createGpu();
-  // ids and the softmax over the tokenizer's ids, not over an LM head's padding rows
-  const model = await loadModel(gpu, ckpt, { dtype, vocabSize: await tokenizerVocabSize(fileURLToPath(DEFAULT_TOKENIZER_PATH)) });
+  const model = await loadModel(gpu, ckpt, { dtype, vocabSize: tokenizer.vocabSize });
   ckpt.close();
   const info = model.info;
   const mode: Mode = chosenMode ?? info.modes[0];

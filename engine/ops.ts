@@ -14,6 +14,9 @@ export interface Slice {
   offset: number;
 }
 
+/** The largest finite f32: an upper clamp of Infinity is this one. */
+const F32_MAX = 3.4028234663852886e38;
+
 export class Ops {
   private placeholderBuf?: GPUBuffer;
   private constructor(readonly gpu: Gpu, private readonly k: Record<typeof KERNELS[number], Kernel>, readonly mm: Matmul) {}
@@ -115,12 +118,13 @@ export class Ops {
     );
   }
 
-  /** dt (rows, width) = softplus(src[:, at.offset + h] + bias[h]) */
-  dtSoftplus(rec: Recorder, src: GPUBuffer, bias: GPUBuffer, dt: GPUBuffer, s: { rows: number; width: number; at: Slice }) {
+  /** dt (rows, width) = clamp(softplus(src[:, at.offset + h] + bias[h]), limit) (default [0, Infinity]: no clamp) */
+  dtSoftplus(rec: Recorder, src: GPUBuffer, bias: GPUBuffer, dt: GPUBuffer, s: { rows: number; width: number; at: Slice; limit?: [number, number] }) {
     if (s.rows === 0) return;
+    const [lo, hi] = s.limit ?? [0, Infinity];
     this.k.dt_softplus.dispatch(
       rec,
-      { rows: s.rows, width: s.width, in_stride: s.at.stride, in_offset: s.at.offset },
+      { rows: s.rows, width: s.width, in_stride: s.at.stride, in_offset: s.at.offset, lo, hi: Math.min(hi, F32_MAX) },
       { src: [src, f32s(s.rows * s.at.stride)], bias: [bias, f32s(s.width)], dt: [dt, f32s(s.rows * s.width)] },
       groups(s.rows * s.width),
     );

@@ -1,11 +1,17 @@
-// dt = softplus(dt_raw + bias), per position and channel (Mamba-2: one per head).
-//   dt[row, h] = softplus(src[row, in_offset + h] + bias[h]),  h < width
+// dt = softplus(dt_raw + bias), clamped to [lo, hi], per position and channel (Mamba-2: one per
+// head; Mamba-1: one per channel of d_inner).
+//   dt[row, h] = clamp(softplus(src[row, in_offset + h] + bias[h]), lo, hi),  h < width
+// (Mamba-2's dt_limit / time_step_limit; [0, FLT_MAX] when the config has none, which changes nothing)
 
 struct Params {
   rows: u32,
   width: u32, // dt channels (Mamba-2: nheads)
   in_stride: u32, // row stride of src (Mamba-2: d_in_proj)
   in_offset: u32, // first dt channel in a src row (Mamba-2: 2 * d_inner + 2 * ngroups * d_state)
+  lo: f32, // clamp below (>= 0)
+  hi: f32, // clamp above (FLT_MAX: none)
+  _pad0: u32,
+  _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -36,5 +42,5 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   if (i >= p.rows * p.width) { return; }
   let row = i / p.width;
   let h = i % p.width;
-  dt[i] = softplus(src[row * p.in_stride + p.in_offset + h] + bias[h]);
+  dt[i] = clamp(softplus(src[row * p.in_stride + p.in_offset + h] + bias[h]), p.lo, p.hi);
 }

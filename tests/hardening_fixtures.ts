@@ -18,6 +18,10 @@ const ENV_KEYS = ["HOME", "HF_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME", "HF_HUB_O
 export function isolatedTest(name: string, fn: (home: string) => Promise<void> | void) {
   Deno.test(name, async () => {
     machineEnv(); // recorded before HOME changes, for the children of tests running in parallel
+    // HOME is process-wide and test files run in parallel: one isolated test at a time (a file lock
+    // works across the test runner's workers), so that none sees another's HOME mid-test
+    const serial = await Deno.open(`${Deno.env.get("TMPDIR") ?? "/tmp"}/mamba-explain-isolated-tests.lock`, { create: true, write: true });
+    await serial.lock(true);
     const saved = new Map(ENV_KEYS.map((k) => [k, Deno.env.get(k)]));
     const home = await Deno.makeTempDir({ prefix: "hardening-home-" });
     for (const k of ENV_KEYS) Deno.env.delete(k);
@@ -27,6 +31,8 @@ export function isolatedTest(name: string, fn: (home: string) => Promise<void> |
     } finally {
       for (const [k, v] of saved) v === undefined ? Deno.env.delete(k) : Deno.env.set(k, v);
       await Deno.remove(home, { recursive: true });
+      await serial.unlock();
+      serial.close();
     }
   });
 }

@@ -172,7 +172,7 @@ Deno.test("lock: created atomically with its process id; one holder among racing
   const old = new Date(Date.now() - 60_000);
   await Deno.utime(lock, old, old);
   let unlock = await lockRunDir(dir);
-  assertEquals((await Deno.readTextFile(lock)).trim(), String(Deno.pid));
+  assertEquals((await Deno.readTextFile(lock)).trim(), `${Deno.pid} ${Deno.hostname()}`);
   unlock();
   assert(!(await Deno.stat(lock).then(() => true, () => false)), "released");
   // a dead process's lock is taken over; no temporary file is left behind

@@ -130,24 +130,29 @@ Deno.test("conv1dSilu: causal per prompt, on the xBC slice", async () => {
   }
 });
 
-Deno.test("dtSoftplus: moderate values, tiny results, and the threshold at 20", async () => {
+Deno.test("dtSoftplus: moderate values, tiny results, the threshold at 20, the dt_limit clamp", async () => {
   const ops = await getOps(), gpu = ops.gpu;
   const rng = new Rng(5);
   for (const c of [
     { rows: 1, nheads: 1, lo: -5, hi: 5, inStride: 1, inOffset: 0 },
     { rows: 77, nheads: 3, lo: -8, hi: 4, inStride: 10, inOffset: 6 },
     { rows: 13, nheads: 24, lo: -30, hi: 30, inStride: 300, inOffset: 276 },
+    { rows: 40, nheads: 5, lo: -8, hi: 4, inStride: 5, inOffset: 0, limit: [0.01, 0.5] as [number, number] },
   ]) {
     const bufs = new Bufs(gpu);
-    const s = { rows: c.rows, width: c.nheads, inStride: c.inStride, inOffset: c.inOffset };
+    const s = { rows: c.rows, width: c.nheads, inStride: c.inStride, inOffset: c.inOffset, limit: c.limit };
     const zxbcdt = rng.f32(c.rows * c.inStride, c.lo, c.hi), dtBias = rng.f32(c.nheads, -1, 1);
     if (c.hi > 20) { // straddle the threshold exactly: just below, at, and just above 20
       [19.999, 20, 20.001, -20, 0].forEach((v, k) => zxbcdt[k * c.inStride + c.inOffset] = v - dtBias[0]);
     }
     const dt = bufs.out(c.rows * c.nheads);
-    await run(ops, (rec) => ops.dtSoftplus(rec, bufs.f32(zxbcdt), bufs.f32(dtBias), dt, { rows: c.rows, width: c.nheads, at: { stride: c.inStride, offset: c.inOffset } }));
+    await run(ops, (rec) => ops.dtSoftplus(rec, bufs.f32(zxbcdt), bufs.f32(dtBias), dt, { rows: c.rows, width: c.nheads, at: { stride: c.inStride, offset: c.inOffset }, limit: c.limit }));
     const got = await read(gpu, dt, c.rows * c.nheads);
     const want = ref.dtSoftplus(zxbcdt, dtBias, s);
+    if (c.limit) { // both ends of the clamp are reached
+      assert(want.some((v) => v === c.limit[0]) && want.some((v) => v === c.limit[1]), "the clamp acts at both ends");
+      assert(maxAbsDiff(want, ref.dtSoftplus(zxbcdt, dtBias, { ...s, limit: undefined })) > 0.1, "the clamp changes dt");
+    }
     assertClose(got, want, TOL_F32, `dtSoftplus ${desc(c)}`);
     // Per element too, so the small dt (which set the decay exp(dt A)) are not hidden by the max:
     // |err| <= 1e-5 |ref| + 2^-21 (WGSL's log is only absolutely accurate, to 2^-21, near 1).

@@ -2,7 +2,7 @@
 // and give finite outputs.
 import { assert, assertEquals } from "./assert.ts";
 import { expectModelTensors } from "../engine/checkpoint/mod.ts";
-import { MAMBA2_SHAPES, syntheticCheckpoint, syntheticConfig } from "../engine/synthetic.ts";
+import { MAMBA2_SHAPES, SHAPES, syntheticCheckpoint, syntheticConfig } from "../engine/synthetic.ts";
 import { loadBackbone } from "./helpers.ts";
 
 Deno.test("synthetic checkpoints: complete, deterministic, finite outputs", async () => {
@@ -20,4 +20,28 @@ Deno.test("synthetic checkpoints: complete, deterministic, finite outputs", asyn
   const [logits] = await model.forward([[1, 2, 3, 4]], { mode: "scan" });
   assert(logits.every(Number.isFinite));
   model.destroy();
+});
+
+Deno.test("synthetic checkpoints of the other published shapes: Mamba-1, Falcon-Mamba, Codestral Mamba (8 groups, HF layout), shrunk, run in both modes", async () => {
+  for (const shape of SHAPES) expectModelTensors(syntheticCheckpoint(syntheticConfig(shape)));
+  const small: [string, Record<string, unknown>][] = [
+    ["mamba-1.4b", { d_model: 64, n_layer: 2 }],
+    ["falcon-mamba-7b", { hidden_size: 64, num_hidden_layers: 2, time_step_rank: 8, vocab_size: 1024 }],
+    ["mamba-codestral-7b", { hidden_size: 64, num_hidden_layers: 2, num_heads: 8, head_dim: 16, state_size: 16, vocab_size: 1024 }],
+  ];
+  for (const [shape, over] of small) {
+    const cfg = syntheticConfig(shape, over);
+    const model = await loadBackbone(syntheticCheckpoint(cfg, 3));
+    try {
+      const ids = [[1, 2, 3, 4, 5, 6], [7, 8]];
+      const [scan, attention] = [await model.forward(ids, { mode: "scan" }), await model.forward(ids, { mode: "attention" })];
+      scan.forEach((s, i) => {
+        assert(s.every(Number.isFinite), `${shape}: finite logits`);
+        const max = s.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+        assert(s.every((v, j) => Math.abs(v - attention[i][j]) <= 1e-4 * max), `${shape}: scan = attention`);
+      });
+    } finally {
+      model.destroy();
+    }
+  }
 });

@@ -6,7 +6,7 @@ import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { float32ToHalf } from "../engine/checkpoint/dtype.ts";
 import { openCheckpoint } from "../engine/checkpoint/mod.ts";
 import { detectFamily, families, type LoadOptions } from "../engine/families.ts";
-import { tokenizerVocabSize } from "../engine/vocabulary.ts";
+import { loadTokenizer, tokenizerPathFor } from "../engine/tokenizer.ts";
 import { GPT_NEOX } from "../engine/gpt_neox/family.ts";
 import { LLAMA } from "../engine/llama/family.ts";
 import { QWEN2 } from "../engine/qwen2/family.ts";
@@ -191,16 +191,23 @@ Deno.test("GPT-2 checkpoints without the transformer. prefix (OpenAI's own) load
   });
 });
 
-Deno.test("the real vocabulary: a tokenizer.json beside the weights, else every head row; refusals", async () => {
-  assertEquals(await tokenizerVocabSize(TOKENIZER), 50277);
+Deno.test("the real vocabulary (the one rule of every family): the tokenizer's tokens, else every head row; refusals", async () => {
+  assertEquals((await loadTokenizer(TOKENIZER)).vocabSize, 50277);
   assertEquals(await realVocab(), 50277);
   await withDir(async (dir) => {
     await Deno.copyFile(fixtureDir("pythia") + "config.json", `${dir}/config.json`);
     await Deno.symlink(fixtureDir("pythia") + "model.safetensors", `${dir}/model.safetensors`);
-    assertEquals((await lastLogits(dir, IDS, {})).info.vocabSize, 50304);
+    // no tokenizer: every one of the head's 50304 rows is a token (the Hugging Face layouts' vocab_size)
+    const all = await lastLogits(dir, IDS, {});
+    assertEquals([all.info.vocabSize, all.info.vocabPadded], [50304, 50304]);
+    // the tokenizer beside the weights is the model's (what the pipeline and infer read)
     await Deno.copyFile(TOKENIZER, `${dir}/tokenizer.json`);
-    assertEquals((await lastLogits(dir, IDS, {})).info.vocabSize, 50277);
-    await assertRejects(() => lastLogits(dir, IDS, { vocabSize: 60000 }), /has 60000 token ids but the model's LM head has 50304 rows; use the model's own tokenizer/);
+    const own = await tokenizerPathFor(dir);
+    assertEquals(own.source, "model");
+    const real = await lastLogits(dir, IDS, { vocabSize: (await loadTokenizer(own.path)).vocabSize });
+    assertEquals([real.info.vocabSize, real.info.vocabPadded], [50277, 50304]);
+    const e = await assertRejects(() => lastLogits(dir, IDS, { vocabSize: 60000 }), /the tokenizer has 60000 tokens but the model's LM head only 50304 rows: it is not this model's tokenizer/);
+    assert(!e.message.includes("\n"), e.message);
   });
 });
 

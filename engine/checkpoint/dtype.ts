@@ -98,6 +98,51 @@ export function bytesToHalf(bytes: Uint8Array, dtype: DType): Uint16Array {
   return dtype === "F16" ? halves : bfloat16ToHalf(halves);
 }
 
+/**
+ * Raw little-endian bytes of `dtype` as float32, written into `out` (at least as long as the values;
+ * what is written comes back as a subarray): the streamed loader's pieces reuse one buffer.
+ */
+export function bytesToFloat32Into(bytes: Uint8Array, dtype: DType, out: Float32Array): Float32Array {
+  const n = bytes.byteLength / (dtype === "F32" ? 4 : 2);
+  const dst = out.subarray(0, n);
+  if (dtype === "F32") {
+    new Uint8Array(dst.buffer, dst.byteOffset, n * 4).set(bytes);
+    return dst;
+  }
+  const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, n);
+  if (dtype === "F16") {
+    const table = halfTable();
+    for (let i = 0; i < n; i++) dst[i] = table[halves[i]];
+  } else {
+    const bits = new Uint32Array(dst.buffer, dst.byteOffset, n);
+    for (let i = 0; i < n; i++) bits[i] = halves[i] << 16;
+  }
+  return dst;
+}
+
+/** Raw little-endian bytes of `dtype` as half bits (rounded to nearest even), written into `out` as bytesToFloat32Into. */
+export function bytesToHalfInto(bytes: Uint8Array, dtype: DType, out: Uint16Array): Uint16Array {
+  const n = bytes.byteLength / (dtype === "F32" ? 4 : 2);
+  const dst = out.subarray(0, n);
+  if (dtype === "F32") {
+    const bits = new Uint32Array(bytes.buffer, bytes.byteOffset, n);
+    for (let i = 0; i < n; i++) dst[i] = floatBitsToHalfBits(bits[i]);
+  } else {
+    const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, n);
+    if (dtype === "F16") dst.set(halves);
+    else for (let i = 0; i < n; i++) dst[i] = floatBitsToHalfBits(halves[i] << 16);
+  }
+  return dst;
+}
+
+/** float32 values as half bits (rounded to nearest even), written into `out`; returns the written subarray. */
+export function float32ToHalfInto(src: Float32Array, out: Uint16Array): Uint16Array {
+  const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  const dst = out.subarray(0, src.length);
+  for (let i = 0; i < bits.length; i++) dst[i] = floatBitsToHalfBits(bits[i]);
+  return dst;
+}
+
 /** Non-finite values (NaN, ±Inf) in raw little-endian bytes of `dtype`: how many, and the first's index. */
 export function countNonFinite(bytes: Uint8Array, dtype: DType): { count: number; first: number } {
   let count = 0;

@@ -141,14 +141,17 @@ export class RandomAccessFile {
     return new RandomAccessFile(path, stat.size, file);
   }
 
-  /** Exactly `length` bytes from `offset` in a fresh buffer; CheckpointError when the file ends first. */
-  readAt(offset: number, length: number): Promise<Uint8Array<ArrayBuffer>> {
-    const run = this.queue.then(() => this.readNow(offset, length));
+  /**
+   * Exactly `length` bytes from `offset` in a fresh buffer (or in the start of `into`, when given and
+   * long enough); CheckpointError when the file ends first.
+   */
+  readAt(offset: number, length: number, into?: Uint8Array<ArrayBuffer>): Promise<Uint8Array<ArrayBuffer>> {
+    const run = this.queue.then(() => this.readNow(offset, length, into));
     this.queue = run.catch(() => {});
     return run;
   }
 
-  private async readNow(offset: number, length: number): Promise<Uint8Array<ArrayBuffer>> {
+  private async readNow(offset: number, length: number, into?: Uint8Array<ArrayBuffer>): Promise<Uint8Array<ArrayBuffer>> {
     if (this.closed) throw new CheckpointError(`${this.path}: read after the checkpoint was closed`);
     if (offset < 0 || offset + length > this.size) {
       throw new CheckpointError(
@@ -157,7 +160,7 @@ export class RandomAccessFile {
         } but the file has ${this.size}); download it again`,
       );
     }
-    const out = new Uint8Array(length);
+    const out = into && into.length >= length ? into.subarray(0, length) : new Uint8Array(length);
     await this.file.seek(offset, Deno.SeekMode.Start);
     let done = 0;
     // Large reads come back in pieces; cap each request so one call never asks the OS for gigabytes.

@@ -30,6 +30,7 @@ import {
   readShardIndex,
   SAFETENSORS_FILE,
   SAFETENSORS_INDEX_FILE,
+  TOKENIZER_FILE,
 } from "./layout.ts";
 import { CheckpointError } from "./types.ts";
 
@@ -329,11 +330,14 @@ async function downloadModel(id: string, repoDir: string): Promise<string> {
     }
     files.push(bin);
   }
+  // the model's own tokenizer, when it has one (engine/tokenizer.ts prefers it to GPT-NeoX-20B's)
+  const tokenizer = await remoteFile(endpoint, id, commit, TOKENIZER_FILE);
+  if (tokenizer) files.push(tokenizer);
   const snapshot = `${repoDir}/snapshots/${commit}`;
   const fetchAndLink = async (remote: RemoteFile, big: boolean) => {
     await linkIntoSnapshot(snapshot, remote.name, await downloadBlob(id, repoDir, remote, big));
   };
-  for (const remote of files) await fetchAndLink(remote, remote.name !== CONFIG_FILE && remote !== index);
+  for (const remote of files) await fetchAndLink(remote, remote.name !== CONFIG_FILE && remote !== index && remote !== tokenizer);
   if (index) {
     // Throws on a shard name that is not a plain *.safetensors file name, before any is fetched.
     const shards = [...(await readShardIndex(`${snapshot}/${SAFETENSORS_INDEX_FILE}`)).keys()];

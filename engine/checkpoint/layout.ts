@@ -8,6 +8,8 @@ export const CONFIG_FILE = "config.json";
 export const SAFETENSORS_FILE = "model.safetensors";
 export const SAFETENSORS_INDEX_FILE = "model.safetensors.index.json";
 export const PYTORCH_FILE = "pytorch_model.bin";
+/** A model's own tokenizer, beside its config.json (optional; engine/tokenizer.ts). */
+export const TOKENIZER_FILE = "tokenizer.json";
 
 export interface WeightFiles {
   kind: "safetensors" | "safetensors-sharded" | "pytorch";

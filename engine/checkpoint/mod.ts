@@ -2,15 +2,15 @@
 // model.safetensors (single or sharded) or pytorch_model.bin, read tensor by tensor on demand.
 
 import { resolve } from "node:path";
-import { ConfigError, type ModelConfig, parseConfig } from "../config.ts";
-import { bytesToFloat32, bytesToHalf, countNonFinite } from "./dtype.ts";
-import { readBoundedJson } from "./file.ts";
+import { ConfigError, type ModelConfig, parseConfig, parsePythonJson } from "../config.ts";
+import { bytesToFloat32, bytesToFloat32Into, bytesToHalf, bytesToHalfInto, countNonFinite } from "./dtype.ts";
+import { readBoundedText } from "./file.ts";
 import { hfCacheDir, looksLikeHubId, resolveHubModel } from "./hub.ts";
 import { checkpointIdentity } from "./identity.ts";
 import { CONFIG_FILE, findWeightFiles, PYTORCH_FILE, SAFETENSORS_FILE } from "./layout.ts";
 import { openPytorch } from "./pytorch.ts";
 import { openSafetensors, openShardedSafetensors } from "./safetensors.ts";
-import { CheckpointError, type DType, fmtShape, type TensorInfo, type TensorSource } from "./types.ts";
+import { bytesPerElement, CheckpointError, type DType, fmtShape, numelOf, type TensorInfo, type TensorSource } from "./types.ts";
 import { expectedTensors } from "../families.ts";
 import { checkTensors } from "../tensors.ts";
 
@@ -32,6 +32,14 @@ export interface Checkpoint {
   readF32(name: string): Promise<Float32Array>;
   /** Contiguous row-major IEEE half bits (F32/BF16 sources rounded to nearest even). */
   readF16(name: string): Promise<Uint16Array>;
+  /**
+   * Rows [first, first + count) of the tensor (a row = its first dimension's slice), as readF32 /
+   * readF16 give them; safetensors read only those bytes from the file, so a large tensor streams.
+   * With `into` (long enough), the values are written there and its start comes back: a loader
+   * that reuses one buffer leaves no garbage per piece.
+   */
+  readF32Rows(name: string, first: number, count: number, into?: Float32Array): Promise<Float32Array>;
+  readF16Rows(name: string, first: number, count: number, into?: Uint16Array): Promise<Uint16Array>;
   close(): void;
 }
 
@@ -92,6 +100,44 @@ class OpenCheckpoint implements Checkpoint {
     return { bytes, dtype };
   }
 
+  /** The last tensor read whole for its rows (formats without ranged reads): one at a time. */
+  private whole?: { name: string; bytes: Uint8Array };
+  /** The bytes of ranged reads, reused from one to the next (grown when a piece needs more). */
+  private scratch = new Uint8Array(0);
+
+  /** Bytes of rows [first, first + count); a piece holding NaN or ±Inf is refused as the whole tensor would be. */
+  private async rowBytes(name: string, first: number, count: number): Promise<{ bytes: Uint8Array; dtype: DType }> {
+    if (this.closed) throw new CheckpointError(`${this.dir}: checkpoint read after close()`);
+    const { dtype, shape } = this.info(name);
+    const rows = shape[0] ?? 1;
+    if (!(Number.isInteger(first) && Number.isInteger(count) && first >= 0 && count >= 0 && first + count <= rows)) {
+      throw new CheckpointError(`${this.where()}: tensor '${name}' ${fmtShape(shape)} has no rows ${first}..${first + count}`);
+    }
+    const rowBytes = (numelOf(shape) / rows) * bytesPerElement(dtype);
+    if (!this.source.readBytesRange) {
+      if (this.whole?.name !== name) this.whole = { name, bytes: (await this.bytes(name)).bytes };
+      const bytes = this.whole.bytes.slice(first * rowBytes, (first + count) * rowBytes);
+      if (first + count === rows) this.whole = undefined;
+      return { bytes, dtype };
+    }
+    if (this.scratch.length < count * rowBytes) this.scratch = new Uint8Array(count * rowBytes);
+    const bytes = await this.source.readBytesRange(name, first * rowBytes, count * rowBytes, this.scratch);
+    if (countNonFinite(bytes, dtype).count > 0) await this.bytes(name); // throws, counting over the whole tensor
+    return { bytes, dtype };
+  }
+
+  async readF32Rows(name: string, first: number, count: number, into?: Float32Array): Promise<Float32Array> {
+    const { bytes, dtype } = await this.rowBytes(name, first, count);
+    const n = bytes.byteLength / bytesPerElement(dtype);
+    return bytesToFloat32Into(bytes, dtype, into && into.length >= n ? into : new Float32Array(n));
+  }
+
+  async readF16Rows(name: string, first: number, count: number, into?: Uint16Array): Promise<Uint16Array> {
+    const { bytes, dtype } = await this.rowBytes(name, first, count);
+    const n = bytes.byteLength / bytesPerElement(dtype);
+    return bytesToHalfInto(bytes, dtype, into && into.length >= n ? into : new Uint16Array(n));
+  }
+
   async readF32(name: string): Promise<Float32Array> {
     const { bytes, dtype } = await this.bytes(name);
     return bytesToFloat32(bytes, dtype);
@@ -105,6 +151,8 @@ class OpenCheckpoint implements Checkpoint {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.whole = undefined;
+    this.scratch = new Uint8Array(0);
     this.source.close();
   }
 }
@@ -120,7 +168,14 @@ async function readConfig(dir: string): Promise<ModelConfig> {
     if (!(e instanceof Deno.errors.NotFound)) throw new CheckpointError(`${path}: cannot open (${(e as Error).message})`);
     throw new CheckpointError(`${dir} has no ${CONFIG_FILE}; put the model's ${CONFIG_FILE} next to its weights`);
   }
-  const raw = await readBoundedJson(path, MAX_CONFIG_BYTES, "model config");
+  // Python writes configs: `Infinity` (a float limit) is read as the number it means
+  const text = await readBoundedText(path, MAX_CONFIG_BYTES, "model config");
+  let raw: unknown;
+  try {
+    raw = parsePythonJson(text);
+  } catch (e) {
+    throw new CheckpointError(`${path} is not valid JSON (${(e as Error).message}); it is not a model config`);
+  }
   try {
     return parseConfig(raw);
   } catch (e) {

@@ -192,6 +192,13 @@ class SafetensorsSource implements TensorSource {
     return at.file.readAt(at.begin, at.length);
   }
 
+  readBytesRange(name: string, offset: number, length: number, into?: Uint8Array<ArrayBuffer>): Promise<Uint8Array> {
+    const at = this.where.get(name);
+    if (!at) throw new CheckpointError(`${this.files.join(", ")}: no tensor '${name}'`);
+    if (offset < 0 || length < 0 || offset + length > at.length) throw new CheckpointError(`${at.file.path}: bytes ${offset}..${offset + length} are outside tensor '${name}'`);
+    return at.file.readAt(at.begin + offset, length, into);
+  }
+
   close(): void {
     for (const h of this.handles) h.close();
   }

@@ -27,6 +27,12 @@ export interface TensorSource {
    * (byteOffset 0, so typed-array views of it are aligned).
    */
   readBytes(name: string): Promise<Uint8Array>;
+  /**
+   * `length` bytes of the tensor's contiguous data from byte `offset` (in the start of `into` when
+   * given and long enough, else a fresh buffer), read from the file without the rest; formats that
+   * cannot read part of a tensor leave it out.
+   */
+  readBytesRange?(name: string, offset: number, length: number, into?: Uint8Array<ArrayBuffer>): Promise<Uint8Array>;
   close(): void;
 }
 

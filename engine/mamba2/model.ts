@@ -9,10 +9,11 @@ import type { BatchIO, LayerStack, RowsIO } from "../backbone.ts";
 import { Backbone } from "../backbone.ts";
 import type { Checkpoint } from "../checkpoint/mod.ts";
 import type { LoadOptions } from "../families.ts";
-import { type Gpu, type Recorder, uploadBuffer } from "../gpu.ts";
-import { destroyWeight, uploadWeight, type Weight, weightBytes } from "../matmul.ts";
+import type { Gpu, Recorder } from "../gpu.ts";
+import { WeightLoader } from "../loading.ts";
+import { destroyWeight, type Weight } from "../matmul.ts";
 import { Ops } from "../ops.ts";
-import { GATED_NORM_EPS, type Mamba2Config, parseMamba2Config } from "./config.ts";
+import { type Mamba2Config, parseMamba2Config } from "./config.ts";
 import { Mamba2Ops, type SsdShape } from "./ops.ts";
 import { mamba2Tensors } from "./tensors.ts";
 
@@ -96,12 +97,12 @@ export class Mamba2Stack implements LayerStack {
     ops.matmul(rec, b.hidden, w.inProj, b.zxbcdt, rows);
     // 3. xBC = SiLU(conv1d(xBC)), causal within each prompt
     conv();
-    // 4. dt = softplus(dt + dt_bias)
-    ops.dtSoftplus(rec, b.zxbcdt, w.dtBias, b.dt, { rows, width: c.nheads, at: { stride: c.dInProj, offset: c.dInner + c.convDim } });
+    // 4. dt = clamp(softplus(dt + dt_bias), dt_limit)
+    ops.dtSoftplus(rec, b.zxbcdt, w.dtBias, b.dt, { rows, width: c.nheads, at: { stride: c.dInProj, offset: c.dInner + c.convDim }, limit: c.dtLimit });
     // 5. y = SSD(x, dt, A, B, C) + D x
     ssd();
     // 6. y = RMSNorm_group(y * SiLU(z))
-    this.m2.gatedRmsnorm(rec, b.y, b.zxbcdt, w.gatedNorm, b.yNorm, { rows, dInner: c.dInner, ngroups: c.ngroups, zStride: c.dInProj, eps: GATED_NORM_EPS });
+    this.m2.gatedRmsnorm(rec, b.y, b.zxbcdt, w.gatedNorm, b.yNorm, { rows, dInner: c.dInner, ngroups: c.ngroups, zStride: c.dInProj, eps: c.gatedNormEps });
     // 7. residual += out_proj(y)
     ops.matmul(rec, b.yNorm, w.outProj, b.resid, rows, { accumulate: true });
   }
@@ -213,40 +214,32 @@ export async function loadMamba2(gpu: Gpu, ckpt: Checkpoint, opts: LoadOptions):
   const names = mamba2Tensors(cfg);
   const ops = await Ops.create(gpu, { f16Kernel: opts.f16Kernel });
   const m2 = await Mamba2Ops.create(ops);
-  const read = (name: string) => ckpt.readF32(name);
-  const vec = async (name: string) => uploadBuffer(gpu, await read(name), name);
-  // matrices are read in their storage dtype (readF16 rounds f32 checkpoints to nearest even)
-  const mat = async (name: string, rows: number, cols: number) =>
-    uploadWeight(gpu, dtype === "f16" ? await ckpt.readF16(name) : await read(name), rows, cols, name, dtype);
+  // matrices are stored in `dtype` (f16 from an f32 checkpoint rounds to nearest even), streamed in pieces
+  const load = new WeightLoader(gpu, ckpt, dtype);
 
-  const embedding = await mat(names.embedding.name, cfg.vocabPadded, cfg.dModel);
-  await gpu.device.queue.onSubmittedWorkDone();
-  const lmHead = cfg.tieEmbeddings || !ckpt.has(names.lmHead.name) ? embedding : await mat(names.lmHead.name, cfg.vocabPadded, cfg.dModel);
+  const { embedding, lmHead } = await load.head(names.embedding.name, names.lmHead.name, cfg);
   const layers: LayerWeights[] = [];
   const decays: Float64Array[] = [];
   for (const t of names.layers) {
     // A = -exp(A_log), formed in float64 on the host and rounded once; the decay exp(A) likewise
-    const aLog = await read(t.aLog.name);
+    const aLog = await load.f32(t.aLog.name);
     decays.push(Float64Array.from(aLog, (v) => Math.exp(-Math.exp(v))));
     layers.push({
-      norm: await vec(t.norm.name),
-      inProj: await mat(t.inProj.name, cfg.dInProj, cfg.dModel),
-      convWeight: await vec(t.convWeight.name),
-      convBias: await vec(t.convBias.name),
-      dtBias: await vec(t.dtBias.name),
-      a: uploadBuffer(gpu, Float32Array.from(aLog, (v) => -Math.exp(v)), `${t.aLog.name}:A`),
-      d: await vec(t.d.name),
-      gatedNorm: await vec(t.gatedNorm.name),
-      outProj: await mat(t.outProj.name, cfg.dModel, cfg.dInner),
+      norm: await load.vector(t.norm.name),
+      inProj: await load.matrix(t.inProj.name, cfg.dInProj, cfg.dModel),
+      convWeight: await load.vector(t.convWeight.name),
+      convBias: await load.vector(t.convBias.name),
+      dtBias: await load.vector(t.dtBias.name),
+      a: await load.vector(`${t.aLog.name}:A`, Float32Array.from(aLog, (v) => -Math.exp(v))),
+      d: await load.vector(t.d.name),
+      gatedNorm: await load.vector(t.gatedNorm.name),
+      outProj: await load.matrix(t.outProj.name, cfg.dModel, cfg.dInner),
     });
-    // let the queue apply this layer's uploads (each queued write holds a staging copy until then)
-    await gpu.device.queue.onSubmittedWorkDone();
   }
-  const normF = await vec(names.normF.name);
+  const normF = await load.vector(names.normF.name);
+  await load.finish();
   // every layer has the same shapes: the kernels of layer 0's and the head's suffice
   await ops.mm.warmUp([lmHead, layers[0].inProj, layers[0].outProj], (rec, scratch, out) => m2.warmUpScan(rec, scratch, out, cfg));
   const stack = new Mamba2Stack(cfg, ops, m2, layers, normF, decays);
-  const vectors = (l: LayerWeights) => [l.norm, l.convWeight, l.convBias, l.dtBias, l.a, l.d, l.gatedNorm].reduce((s, b) => s + b.size, 0);
-  const bytes = Backbone.headBytes(embedding, lmHead) + normF.size + layers.reduce((s, l) => s + weightBytes(l.inProj) + weightBytes(l.outProj) + vectors(l), 0);
-  return new Backbone(gpu, ops, stack, embedding, lmHead, dtype, bytes);
+  return new Backbone(gpu, ops, stack, embedding, lmHead, dtype, load.bytes, opts.vocabSize);
 }

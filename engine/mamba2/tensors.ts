@@ -1,5 +1,6 @@
-// The tensors of a Mamba-2 model in the state-spaces layout, written once: the checkpoint's shape
-// check, the loader and synthetic checkpoints all read this list.
+// The tensors of a Mamba-2 model, written once: the checkpoint's shape check, the loader and
+// synthetic checkpoints all read this list. Both layouts name them alike but for the embedding
+// (state-spaces `backbone.embedding.weight`, Hugging Face `backbone.embeddings.weight`).
 import type { TensorSpec } from "../tensors.ts";
 import type { Mamba2Config } from "./config.ts";
 
@@ -25,7 +26,7 @@ export interface Mamba2Tensors {
 export function mamba2Tensors(c: Mamba2Config): Mamba2Tensors {
   const D = c.dModel;
   return {
-    embedding: { name: "backbone.embedding.weight", shape: [c.vocabPadded, D], init: { kind: "uniform", lo: -0.05, hi: 0.05 } },
+    embedding: { name: c.layout === "hf" ? "backbone.embeddings.weight" : "backbone.embedding.weight", shape: [c.vocabPadded, D], init: { kind: "uniform", lo: -0.05, hi: 0.05 } },
     lmHead: { name: "lm_head.weight", shape: [c.vocabPadded, D], init: { kind: "uniform", lo: -0.05, hi: 0.05 }, optional: c.tieEmbeddings },
     layers: Array.from({ length: c.nLayer }, (_, i) => {
       const p = `backbone.layers.${i}`;

@@ -24,7 +24,6 @@ import { Ops } from "../ops.ts";
 import { configRecord, type TransformerConfig } from "./config.ts";
 import type { HostNorm, TensorReader, TransformerFamilyDef } from "./family.ts";
 import { type AttentionMask, TransformerOps } from "./ops.ts";
-import { realVocabulary } from "../vocabulary.ts";
 
 interface GpuNorm {
   weight: GPUBuffer;
@@ -84,7 +83,6 @@ export class TransformerStack implements LayerStack {
     readonly layers: GpuLayer[],
     readonly normF: GpuNorm,
     readonly positions: GPUBuffer | null,
-    vocabSize: number,
   ) {
     const c = config;
     this.stride = (c.nHead + 2 * c.nKvHead) * c.headDim;
@@ -94,7 +92,7 @@ export class TransformerStack implements LayerStack {
       family: c.family,
       nLayer: c.nLayer,
       dModel: c.dModel,
-      vocabSize,
+      vocabSize: c.vocabSize, // every head row; the backbone takes the tokenizer's (LoadOptions.vocabSize)
       vocabPadded: c.vocabPadded,
       modes: ["attention"],
       unitName: "head",
@@ -269,13 +267,12 @@ export class TransformerStack implements LayerStack {
 
 /**
  * Load a Transformer checkpoint (its tensors checked by engine/families.ts loadModel) as a model on
- * the backbone. The real vocabulary (ids and the softmax) is `opts.vocabSize`, else the ids of a
- * tokenizer.json beside the weights, else every row of the LM head (engine/transformer/vocabulary.ts).
+ * the backbone; the real vocabulary (ids and the softmax) is `opts.vocabSize`, which loadModel made
+ * of the tokenizer's by the one rule of every family (engine/families.ts realVocabSize).
  */
 export async function loadTransformer(gpu: Gpu, ckpt: Checkpoint, family: TransformerFamilyDef, opts: LoadOptions): Promise<Backbone> {
   const dtype = opts.dtype ?? "f32";
   const cfg = family.parse(ckpt.config.raw);
-  const vocabSize = await realVocabulary(ckpt.dir, cfg.vocabPadded, opts.vocabSize);
   const ops = await Ops.create(gpu, { f16Kernel: opts.f16Kernel });
   const tops = await TransformerOps.create(ops);
   const r: TensorReader = {
@@ -319,7 +316,7 @@ export async function loadTransformer(gpu: Gpu, ckpt: Checkpoint, family: Transf
   // every layer has the same shapes: the kernels of layer 0's and the head's suffice
   const l0 = layers[0];
   await ops.mm.warmUp([lmHead, l0.qkv, l0.out, l0.up, l0.down]);
-  const stack = new TransformerStack(cfg, ops, tops, layers, normF, positions, vocabSize);
+  const stack = new TransformerStack(cfg, ops, tops, layers, normF, positions);
   const size = (b: GPUBuffer | null) => b?.size ?? 0;
   const normBytes = (n: GpuNorm) => size(n.weight) + size(n.bias);
   const bytes = Backbone.headBytes(embedding, lmHead) + normBytes(normF) + size(positions) + layers.reduce(
@@ -328,5 +325,5 @@ export async function loadTransformer(gpu: Gpu, ckpt: Checkpoint, family: Transf
       [l.qkvBias, l.outBias, l.upBias, l.downBias].reduce((x, b) => x + size(b), 0),
     0,
   );
-  return new Backbone(gpu, ops, stack, embedding, lmHead, dtype, bytes);
+  return new Backbone(gpu, ops, stack, embedding, lmHead, dtype, bytes, opts.vocabSize);
 }

@@ -9,8 +9,8 @@
 
 import type { Mamba2Config } from "../../engine/mamba2/config.ts";
 import type { SsdShape } from "../../engine/mamba2/ops.ts";
-import { type KnockoutSpec, selectByDecay } from "../../engine/arch.ts";
-import { conv1dSilu, dtSoftplus, embedding, matmul, metaOf, NORM_EPS, rmsnorm, rowOrBase, silu, type Vec } from "./shared.ts";
+import type { KnockoutSpec } from "../../engine/arch.ts";
+import { conv1dSilu, dtSoftplus, embedding, layerKnockouts, matmul, metaOf, rmsnorm, rowOrBase, silu, tensorOf, type Vec, type Weights } from "./shared.ts";
 
 const groupOf = (h: number, s: SsdShape) => Math.floor(h / (s.nheads / s.ngroups));
 const bAt = (row: number, g: number, n: number, s: SsdShape) => row * s.convDim + s.dInner + g * s.dState + n;
@@ -205,8 +205,7 @@ export function rowsSsdAttentionApply(
 
 // ---- the model ----
 
-/** Tensors by their checkpoint names (backbone.layers.{i}.mixer.in_proj.weight, ...). */
-export type Weights = Map<string, Vec>;
+export type { Weights };
 
 /**
  * Logits (T, vocabPadded) at every position of one prompt. Scan mode runs the recurrence;
@@ -221,11 +220,7 @@ export function referenceForward(
   opts: { mode: "scan" | "attention"; knockouts?: KnockoutSpec[] },
 ): Float64Array {
   if (opts.knockouts?.length && opts.mode !== "attention") throw new Error("knockouts need attention mode");
-  const w = (name: string) => {
-    const v = weights.get(name);
-    if (!v) throw new Error(`reference: missing tensor ${name}`);
-    return v;
-  };
+  const w = tensorOf(weights);
   const T = ids.length, D = cfg.dModel, H = cfg.nheads;
   const s: SsdShape = {
     batch: 1,
@@ -238,37 +233,19 @@ export function referenceForward(
     dInner: cfg.dInner,
   };
 
-  const resid = embedding(w("backbone.embedding.weight"), D, ids); // (T, D)
+  const embName = cfg.layout === "hf" ? "backbone.embeddings.weight" : "backbone.embedding.weight";
+  const resid = embedding(w(embName), D, ids); // (T, D)
   for (let l = 0; l < cfg.nLayer; l++) {
     const pre = `backbone.layers.${l}`;
     // 1. hidden (T, D) = RMSNorm(residual)
-    const hidden = rmsnorm(resid, w(`${pre}.norm.weight`), T, D, NORM_EPS);
+    const hidden = rmsnorm(resid, w(`${pre}.norm.weight`), T, D, cfg.normEps);
     // 2. zxbcdt (T, dInProj) = in_proj(hidden): z (dInner) | xBC (convDim) | dt (H)
     const zxbcdt = matmul(hidden, w(`${pre}.mixer.in_proj.weight`), T, cfg.dInProj, D);
     // 3. xbc (T, convDim) = SiLU(causal conv1d(xBC)): x (dInner) | B (G*N) | C (G*N)
-    // this layer's knockouts: per blocked (t, u) one head set (mask entry k = its index + 1), and
-    // the conv taps t - u < d_conv of conv knockouts
-    const inLayer = (opts.knockouts ?? []).filter((k) => k.start <= l && l < k.end);
+    // this layer's knockouts: per blocked (t, u) one head set, the conv taps of conv knockouts
     const aLog = w(`${pre}.mixer.A_log`);
     const decay = Array.from(aLog, (v) => Math.exp(-Math.exp(v)));
-    let mask: Float64Array | null = null, taps: Float64Array | null = null; // (1, T, T), (T)
-    const headSets: number[] = [];
-    for (const k of inLayer) {
-      const heads = new Set(selectByDecay(k.units ?? { kind: "all" }, decay, H, `layer ${l}`));
-      for (const [t, u] of k.edges) {
-        mask ??= new Float64Array(T * T);
-        if (!mask[t * T + u]) {
-          mask[t * T + u] = headSets.length / H + 1;
-          headSets.push(...new Array(H).fill(0));
-        }
-        const set = mask[t * T + u] - 1;
-        for (let h = 0; h < H; h++) if (heads.has(h)) headSets[set * H + h] = 1;
-        if (k.conv && t - u > 0 && t - u < cfg.dConv) {
-          taps ??= new Float64Array(T);
-          if (Math.floor(taps[t] / 2 ** (t - u)) % 2 === 0) taps[t] += 2 ** (t - u);
-        }
-      }
-    }
+    const { mask, unitSets: headSets, taps } = layerKnockouts(opts.knockouts, l, T, decay, H, cfg.dConv);
     const xbc = conv1dSilu(zxbcdt, w(`${pre}.mixer.conv1d.weight`), w(`${pre}.mixer.conv1d.bias`), {
       rows: T,
       seq: T,
@@ -277,8 +254,8 @@ export function referenceForward(
       inStride: cfg.dInProj,
       inOffset: cfg.dInner,
     }, taps);
-    // 4. dt (T, H) = softplus(dt + dt_bias)
-    const dt = dtSoftplus(zxbcdt, w(`${pre}.mixer.dt_bias`), { rows: T, width: H, inStride: cfg.dInProj, inOffset: cfg.dInner + cfg.convDim });
+    // 4. dt (T, H) = clamp(softplus(dt + dt_bias), dt_limit)
+    const dt = dtSoftplus(zxbcdt, w(`${pre}.mixer.dt_bias`), { rows: T, width: H, inStride: cfg.dInProj, inOffset: cfg.dInner + cfg.convDim, limit: cfg.dtLimit });
     // 5. A (H) = -exp(A_log)
     const a = Array.from(aLog, (v) => -Math.exp(v));
     const dSkip = w(`${pre}.mixer.D`);
@@ -292,12 +269,12 @@ export function referenceForward(
       y = ssdAttentionApply(m, xbc, dt, dSkip, s); // SSD 3
     }
     // 7. yNorm (T, dInner) = RMSNorm_group(y * SiLU(z)) * weight
-    const yNorm = gatedRmsnorm(y, zxbcdt, w(`${pre}.mixer.norm.weight`), { rows: T, dInner: cfg.dInner, ngroups: cfg.ngroups, zStride: cfg.dInProj, eps: NORM_EPS });
+    const yNorm = gatedRmsnorm(y, zxbcdt, w(`${pre}.mixer.norm.weight`), { rows: T, dInner: cfg.dInner, ngroups: cfg.ngroups, zStride: cfg.dInProj, eps: cfg.gatedNormEps });
     // 8. residual += out_proj(yNorm)
     matmul(yNorm, w(`${pre}.mixer.out_proj.weight`), T, D, cfg.dInner, { y: resid, accumulate: true });
   }
   // logits (T, vocabPadded) = lm_head(RMSNorm_f(residual)); lm_head is the embedding when tied
-  const normed = rmsnorm(resid, w("backbone.norm_f.weight"), T, D, NORM_EPS);
-  const head = cfg.tieEmbeddings || !weights.has("lm_head.weight") ? w("backbone.embedding.weight") : w("lm_head.weight");
+  const normed = rmsnorm(resid, w("backbone.norm_f.weight"), T, D, cfg.normEps);
+  const head = cfg.tieEmbeddings || !weights.has("lm_head.weight") ? w(embName) : w("lm_head.weight");
   return matmul(normed, head, T, cfg.vocabPadded, D);
 }

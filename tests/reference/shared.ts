@@ -7,6 +7,8 @@
 // to length T is N = B*T rows; position t of prompt b is row b*T + t.
 // Inputs may be Float32Array (what is uploaded to the GPU) or Float64Array; outputs are Float64Array.
 
+import { type KnockoutSpec, selectByDecay } from "../../engine/arch.ts";
+
 export type Vec = ArrayLike<number>;
 
 export const NORM_EPS = 1e-5;
@@ -96,15 +98,16 @@ export function conv1dSilu(
   return out;
 }
 
-/** dt (rows, width) = softplus(src[:, inOffset + h] + bias[h]) */
+/** dt (rows, width) = clamp(softplus(src[:, inOffset + h] + bias[h]), limit[0], limit[1]) (default: no clamp) */
 export function dtSoftplus(
   src: Vec,
   bias: Vec,
-  s: { rows: number; width: number; inStride: number; inOffset: number },
+  s: { rows: number; width: number; inStride: number; inOffset: number; limit?: [number, number] },
 ): Float64Array {
   const dt = new Float64Array(s.rows * s.width);
+  const [lo, hi] = s.limit ?? [0, Infinity];
   for (let r = 0; r < s.rows; r++) {
-    for (let h = 0; h < s.width; h++) dt[r * s.width + h] = softplus(src[r * s.inStride + s.inOffset + h] + bias[h]);
+    for (let h = 0; h < s.width; h++) dt[r * s.width + h] = Math.min(hi, Math.max(lo, softplus(src[r * s.inStride + s.inOffset + h] + bias[h])));
   }
   return dt;
 }
@@ -134,6 +137,58 @@ export function rowStats(logits: Vec, targets: Vec, s: { rows: number; vocab: nu
     out.set([max, max + Math.log(sum), arg, logits[r * s.stride + targets[r]]], r * 4);
   }
   return out;
+}
+
+// ---- a family's forward ----
+
+/** Tensors by their checkpoint names (backbone.layers.{i}.mixer.in_proj.weight, ...). */
+export type Weights = Map<string, Vec>;
+
+/** A tensor of `weights` by name; an Error naming a missing one. */
+export function tensorOf(weights: Weights): (name: string) => Vec {
+  return (name) => {
+    const v = weights.get(name);
+    if (!v) throw new Error(`reference: missing tensor ${name}`);
+    return v;
+  };
+}
+
+// ---- knockouts of one prompt in one layer ----
+
+/**
+ * The knockouts of a one-prompt forward in layer l, as the attention-form kernels take them: mask
+ * (T, T), per blocked (t, s) the index + 1 of its unit set; unitSets (sets, nUnits), 1 = the unit is
+ * blocked (the union over every spec blocking that edge, each spec's units picked by its selector
+ * ranked by `decay`); taps (T), bit t - s set for every blocked edge of a conv spec with
+ * 0 < t - s < dConv. All null when nothing is blocked.
+ */
+export function layerKnockouts(
+  specs: KnockoutSpec[] | undefined,
+  l: number,
+  T: number,
+  decay: ArrayLike<number>,
+  nUnits: number,
+  dConv: number,
+): { mask: Float64Array | null; unitSets: number[] | null; taps: Float64Array | null } {
+  let mask: Float64Array | null = null, taps: Float64Array | null = null;
+  const unitSets: number[] = [];
+  for (const k of (specs ?? []).filter((k) => k.start <= l && l < k.end)) {
+    const units = new Set(selectByDecay(k.units ?? { kind: "all" }, decay, nUnits, `layer ${l}`));
+    for (const [t, u] of k.edges) {
+      mask ??= new Float64Array(T * T);
+      if (!mask[t * T + u]) {
+        mask[t * T + u] = unitSets.length / nUnits + 1;
+        unitSets.push(...new Array(nUnits).fill(0));
+      }
+      const set = mask[t * T + u] - 1;
+      for (let c = 0; c < nUnits; c++) if (units.has(c)) unitSets[set * nUnits + c] = 1;
+      if (k.conv && t - u > 0 && t - u < dConv) {
+        taps ??= new Float64Array(T);
+        if (Math.floor(taps[t] / 2 ** (t - u)) % 2 === 0) taps[t] += 2 ** (t - u);
+      }
+    }
+  }
+  return { mask, unitSets: mask ? unitSets : null, taps };
 }
 
 // ---- the knockout fast path: recomputed rows ----

@@ -20,7 +20,7 @@ export interface StudyConfig {
   model: string; // hub id, or an absolute path when it names a local folder
   dtype: Dtype; // weights on the GPU
   dataset: string; // absolute
-  tokenizer: string; // absolute
+  tokenizer?: string; // absolute; absent: the model's own tokenizer.json, else data/'s GPT-NeoX-20B (engine/tokenizer.ts)
   outputs: string; // absolute folder holding the runs
   rows?: string;
   limit?: number;
@@ -199,11 +199,7 @@ export async function loadConfig(
   if (!model) throw new UsageError(`no model: set "model" in ${shown} or pass --model`);
   const dataset = over.dataset ? resolve(cwd, over.dataset) : str("dataset") ? resolve(base, str("dataset")!) : undefined;
   if (!dataset) throw new UsageError(`no dataset: set "dataset" in ${shown} or pass --dataset`);
-  const tokenizer = over.tokenizer
-    ? resolve(cwd, over.tokenizer)
-    : str("tokenizer")
-    ? resolve(base, str("tokenizer")!)
-    : resolve(REPO_ROOT, "data/gpt-neox-20b-tokenizer.json");
+  const tokenizer = over.tokenizer ? resolve(cwd, over.tokenizer) : str("tokenizer") ? resolve(base, str("tokenizer")!) : undefined;
   const outputs = resolve(base, str("outputs") ?? "outputs");
   const dtype = over.dtype ?? str("dtype") ?? "f32";
   if (!(DTYPES as readonly string[]).includes(dtype)) {

@@ -22,7 +22,7 @@ export function openModel(id: string, opts: { offline?: boolean; verify?: boolea
   return openCheckpoint(id, opts);
 }
 
-/** `vocabSize`: the ids of the run's tokenizer, the real vocabulary (engine/families.ts LoadOptions). */
+/** `vocabSize`: the tokenizer's (the real vocabulary, engine/families.ts realVocabSize). */
 export async function loadModel(ckpt: Checkpoint, opts: { dtype?: "f32" | "f16"; vocabSize?: number } = {}): Promise<LoadedModel> {
   const gpu = await createGpu();
   let isLost = false;

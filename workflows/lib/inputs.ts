@@ -2,8 +2,7 @@
 // the dataset table and its hash, the tokenizer and its hash, the checkpoint (its content identity
 // goes into the cache keys) and the model on the GPU (reloaded after a lost device).
 
-import { loadTokenizer, type TextTokenizer } from "../../engine/tokenizer.ts";
-import { tokenizerVocabSize } from "../../engine/vocabulary.ts";
+import { loadTokenizer, type TextTokenizer, tokenizerPathFor } from "../../engine/tokenizer.ts";
 import { exists } from "./atomic.ts";
 import { relOrAbs, type StudyConfig } from "./config.ts";
 import { type Checkpoint, type LoadedModel, loadModel, openModel, unloadModel } from "./engine.ts";
@@ -16,6 +15,8 @@ export class RunInputs {
   table?: Table;
   datasetSha?: string;
   tokenizerSha?: string;
+  /** the tokenizer this run uses (resolveTokenizer): the config's, the model's own, or data/'s GPT-NeoX-20B */
+  tokenizerPath?: string;
   ckpt?: Checkpoint;
   ckptError?: string;
   private tok?: Promise<TextTokenizer>;
@@ -35,9 +36,21 @@ export class RunInputs {
     return this.table;
   }
 
+  /**
+   * Which tokenizer the run uses: --tokenizer / the config's `tokenizer` when given, else the
+   * tokenizer.json beside the model's config.json (its folder, its Hugging Face snapshot), else
+   * data/gpt-neox-20b-tokenizer.json (engine/tokenizer.ts tokenizerPathFor).
+   */
+  async resolveTokenizer(): Promise<string> {
+    if (this.tokenizerPath) return this.tokenizerPath;
+    const ckpt = this.cfg.tokenizer === undefined ? await this.checkpoint() : undefined;
+    this.tokenizerPath = (await tokenizerPathFor(ckpt?.dir, this.cfg.tokenizer)).path;
+    return this.tokenizerPath;
+  }
+
   async tokenizerHash(): Promise<string> {
     if (this.tokenizerSha) return this.tokenizerSha;
-    const p = this.cfg.tokenizer;
+    const p = await this.resolveTokenizer();
     if (!(await exists(p))) throw new UserError(`tokenizer ${relOrAbs(p)} does not exist; pass --tokenizer FILE or fix "tokenizer" in the config`);
     // a FIFO or device would block the hash below: only a regular file can be a tokenizer
     if (!(await Deno.stat(p)).isFile) throw new UserError(`tokenizer ${relOrAbs(p)} is not a regular file; point --tokenizer at the file itself`);
@@ -46,7 +59,7 @@ export class RunInputs {
   }
 
   tokenizer(): Promise<TextTokenizer> {
-    this.tok ??= loadTokenizer(this.cfg.tokenizer);
+    this.tok ??= this.resolveTokenizer().then((p) => loadTokenizer(p));
     return this.tok;
   }
 
@@ -77,8 +90,9 @@ export class RunInputs {
     }
     const ckpt = await this.checkpoint();
     if (!ckpt) throw new UserError(`model ${this.cfg.model} is not available: ${this.ckptError}`);
-    // ids and the softmax range over the tokenizer's ids, not over an LM head's padding rows
-    this.loading ??= tokenizerVocabSize(this.cfg.tokenizer).then((vocabSize) => loadModel(ckpt, { dtype: this.cfg.dtype, vocabSize })).catch((e) => {
+    // the softmax runs over the tokenizer's tokens (engine/families.ts realVocabSize)
+    const vocabSize = (await this.tokenizer()).vocabSize;
+    this.loading ??= loadModel(ckpt, { dtype: this.cfg.dtype, vocabSize }).catch((e) => {
       this.loading = undefined;
       throw new UserError(aboutModel("cannot load model", this.cfg.model, errorLine(e)));
     });

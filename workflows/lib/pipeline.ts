@@ -209,7 +209,7 @@ async function runPlans(toRun: Plan[], target: RunTarget, io: PipelineIO, mode: 
     model: cfg.model,
     dtype: cfg.dtype,
     dataset: relOrAbs(cfg.dataset),
-    tokenizer: relOrAbs(cfg.tokenizer),
+    tokenizer: target.inputs.tokenizerPath ? relOrAbs(target.inputs.tokenizerPath) : undefined,
     rows: formatRows(rows),
     rowCount: rows.length,
     stages: cfg.stages,

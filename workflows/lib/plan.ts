@@ -194,7 +194,7 @@ async function keyMaterial(def: StageDef, t: RunTarget, upstreamKey: (stage: str
   if (def.inputs.dataset) {
     material.inputs.dataset = { path: relOrAbs(cfg.dataset), sha256: inputs.datasetSha!, rows: formatRows(t.rows), rowCount: t.rows.length };
   }
-  if (def.inputs.tokenizer) material.inputs.tokenizer = { path: relOrAbs(cfg.tokenizer), sha256: inputs.tokenizerSha! };
+  if (def.inputs.tokenizer) material.inputs.tokenizer = { path: relOrAbs(inputs.tokenizerPath!), sha256: inputs.tokenizerSha! };
   if (def.inputs.model) {
     material.inputs.model = { id: modelIdForKey(cfg.model), identity: inputs.ckpt?.identity ?? "(not downloaded)", dtype: cfg.dtype };
   }
