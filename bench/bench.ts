@@ -6,6 +6,7 @@
 //   construct  01_construct throughput (bench/construct_bench.ts)
 //   knockout   the nine-flow sweep at k=9 per prompt, fast path vs full recomputes (bench/knockout_bench.ts)
 //   load       peak resident memory while a synthetic mamba2-1.3b loads, against its weights (bench/load_bench.ts)
+//   transformer  the same sweep on synthetic Pythia (GPT-NeoX) models (bench/transformer_bench.ts)
 // --quick runs tiny shapes and few repeats (tests/bench_smoke_test.ts), so the code cannot rot.
 import { parseArgs } from "node:util";
 import { createGpu, type Gpu } from "../engine/gpu.ts";
@@ -14,6 +15,7 @@ import { benchMatmul, benchPrefill, type Ceilings, measureCeilings } from "./eng
 import { benchConstruct } from "./construct_bench.ts";
 import { benchKnockout } from "./knockout_bench.ts";
 import { benchLoad } from "./load_bench.ts";
+import { benchTransformerKnockout } from "./transformer_bench.ts";
 import { type BenchRow, markdownTable } from "./table.ts";
 
 interface Section {
@@ -39,6 +41,7 @@ const SECTIONS: Section[] = [
   },
   { name: "knockout", run: (ctx) => benchKnockout(ctx.gpu, { quick: ctx.quick }) },
   { name: "load", run: (ctx) => benchLoad({ quick: ctx.quick }) },
+  { name: "transformer", run: (ctx) => benchTransformerKnockout(ctx.gpu, { quick: ctx.quick }) },
 ];
 
 let ceilingRun: Promise<{ ceilings: Ceilings; rows: BenchRow[] }> | undefined;

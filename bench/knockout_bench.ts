@@ -11,7 +11,7 @@
 // `benchKnockout()` gives the rows to `deno task bench`.
 
 import { parseArgs } from "node:util";
-import type { KnockoutConfig } from "../engine/arch.ts";
+import type { KnockoutConfig, LanguageModel } from "../engine/arch.ts";
 import { loadModel } from "../engine/families.ts";
 import { flowEdges } from "../engine/flows.ts";
 import { createGpu, type Gpu } from "../engine/gpu.ts";
@@ -142,6 +142,52 @@ export function sweepConfigs(nLayer: number, prompt: number, ids: number[], subj
   return out;
 }
 
+/**
+ * Time a sweep on a model of any family: the fast path on every configuration of the prompts in one
+ * call (the best of `repeats`), then full attention-mode forwards of the same knockouts, batched as
+ * 01_construct batches (all, or `fullKnockouts` spread over the sweep and extrapolated); seconds per
+ * prompt, and the largest |Δp| between the two on the knockouts done both ways.
+ */
+export async function timeSweep(
+  model: LanguageModel,
+  prompts: BenchPrompt[],
+  configs: KnockoutConfig[],
+  opts: { fullKnockouts?: number; repeats: number },
+): Promise<{ fastS: number; fullS: number; fullTimed: number; maxAbsDiff: number }> {
+  const ids = prompts.map((p) => p.ids);
+  const targets = prompts.map(() => 0);
+  const asForward = (ks: KnockoutConfig[]) =>
+    model.forwardStats(ks.map((k) => ids[k.prompt]), ks.map((k) => k.target), {
+      mode: "attention",
+      knockouts: ks.map(({ prompt: _p, target: _t, ...spec }) => [spec]),
+    });
+
+  // warm-up: every pipeline of both paths compiled once
+  await model.knockouts(ids.slice(0, 1), targets.slice(0, 1), configs.filter((k) => k.prompt === 0).slice(0, 2));
+  await asForward(configs.slice(0, 2));
+
+  // the fast path: the whole sweep of every prompt, as 03_info_flow runs a group
+  // (the best of `repeats`: kernels chosen by shape compile on their first use)
+  let fastS = Infinity;
+  let fast: TokenStats[] = [];
+  for (let rep = 0; rep < opts.repeats; rep++) {
+    const t = performance.now();
+    fast = (await model.knockouts(ids, targets, configs)).results;
+    fastS = Math.min(fastS, (performance.now() - t) / 1000 / prompts.length);
+  }
+
+  // the baseline: a full attention-mode forward of each knockout, batched as the forwards of
+  // 01_construct are (all of them, or `fullKnockouts` spread over the sweep)
+  const n = Math.min(configs.length, opts.fullKnockouts ?? configs.length);
+  const picks = Array.from({ length: n }, (_, i) => Math.floor(((i + 0.5) * configs.length) / n));
+  const t0 = performance.now();
+  const full = await asForward(picks.map((i) => configs[i]));
+  const fullS = (performance.now() - t0) / 1000 / n * configs.length / prompts.length;
+  // the same knockouts both ways: the fast path is exact
+  const maxAbsDiff = Math.max(...picks.map((i, j) => Math.abs(fast[i].trueProb - full[j].trueProb)));
+  return { fastS, fullS, fullTimed: n, maxAbsDiff };
+}
+
 export async function benchShape(
   gpu: Gpu,
   shape: string,
@@ -161,47 +207,14 @@ export async function benchShape(
       flops.fast += f.fast / prompts.length;
       flops.full += f.full / prompts.length;
     });
-    const ids = prompts.map((p) => p.ids);
-    const targets = prompts.map(() => 0);
-    const asForward = (ks: KnockoutConfig[]) =>
-      model.forwardStats(ks.map((k) => ids[k.prompt]), ks.map((k) => k.target), {
-        mode: "attention",
-        knockouts: ks.map(({ prompt: _p, target: _t, ...spec }) => [spec]),
-      });
-
-    // warm-up: every pipeline of both paths compiled once
-    await model.knockouts(ids.slice(0, 1), targets.slice(0, 1), configs.filter((k) => k.prompt === 0).slice(0, 2));
-    await asForward(configs.slice(0, 2));
-
-    // the fast path: the whole sweep of every prompt, as 03_info_flow runs a group
-    // (the best of `repeats`: kernels chosen by shape compile on their first use)
-    let fastS = Infinity;
-    let fast: TokenStats[] = [];
-    for (let rep = 0; rep < opts.repeats; rep++) {
-      const t = performance.now();
-      fast = (await model.knockouts(ids, targets, configs)).results;
-      fastS = Math.min(fastS, (performance.now() - t) / 1000 / prompts.length);
-    }
-
-    // the baseline: a full attention-mode forward of each knockout, batched as the forwards of
-    // 01_construct are (all of them, or `fullKnockouts` spread over the sweep)
-    const n = Math.min(configs.length, opts.fullKnockouts ?? configs.length);
-    const picks = Array.from({ length: n }, (_, i) => Math.floor(((i + 0.5) * configs.length) / n));
-    const t0 = performance.now();
-    const full = await asForward(picks.map((i) => configs[i]));
-    const fullS = (performance.now() - t0) / 1000 / n * configs.length / prompts.length;
-    // the same knockouts both ways: the fast path is exact
-    const maxAbsDiff = Math.max(...picks.map((i, j) => Math.abs(fast[i].trueProb - full[j].trueProb)));
+    const t = await timeSweep(model, prompts, configs, opts);
     return {
       shape,
       prompts: prompts.length,
-      meanTokens: ids.reduce((s, p) => s + p.length, 0) / ids.length,
+      meanTokens: prompts.reduce((s, p) => s + p.ids.length, 0) / prompts.length,
       knockoutsPerPrompt: configs.length / prompts.length,
-      fastS,
-      fullS,
-      fullTimed: n,
+      ...t,
       repeats: opts.repeats,
-      maxAbsDiff,
       flops,
     };
   } finally {

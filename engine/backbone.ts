@@ -116,6 +116,10 @@ export interface LayerStack {
   readonly info: ModelInfo;
   /** per unit of a layer, the decay selectors rank by; null when the family has none */
   decay(layer: number): Float64Array | null;
+  /** the longest prompt the family takes (learned positions: GPT-2); absent = no limit */
+  readonly maxLength?: number;
+  /** record what the family adds to the token embedding of a padded batch (learned positions: GPT-2) */
+  afterEmbedding?(rec: Recorder, io: BatchIO): void;
   /** bytes of the largest single buffer a layer needs per prompt of padded length `seq` */
   bindingBytesPerPrompt(seq: number, mode: Mode): number;
   /** record layer l of a padded batch; returns its activations by name (those in `capture` are kept by the fast path) */
@@ -277,6 +281,8 @@ export class Backbone implements LanguageModel {
     }
     prompts.forEach((ids, p) => {
       if (ids.length === 0) throw new InputError(`prompt ${p} is empty: give at least one token`);
+      const max = this.stack.maxLength;
+      if (max !== undefined && ids.length > max) throw new InputError(`prompt ${p} has ${ids.length} tokens; ${info.family} models have positions for ${max} only`);
       for (const id of ids) {
         if (!Number.isInteger(id) || id < 0 || id >= info.vocabSize) {
           throw new InputError(`prompt ${p}: token id ${id} is out of range (ids are integers in 0..${info.vocabSize - 1})`);
@@ -343,6 +349,7 @@ export class Backbone implements LanguageModel {
       };
       const rec = new Recorder(gpu);
       this.ops.embed(rec, upload(ids, "ids"), N, this.embedding, resid);
+      this.stack.afterEmbedding?.(rec, io);
       for (let l = 0; l < info.nLayer; l++) {
         io.knockout = opts.mode === "attention" ? this.knockoutMasks(l, knockouts, B, T, owned) : null;
         tap?.before(rec, l, resid);

@@ -1,10 +1,12 @@
 // The registry of model families. A family is one folder engine/<family>/ whose family.ts exports a
 // Family: how config.json names it, its config parser, its tensor list and its loader; adding a
-// family is that folder and one line in FAMILIES below.
+// family is that folder and one line in families() below.
 //
 // config.json comes in two layouts: the Hugging Face transformers one names the architecture in
 // `model_type`; the state-spaces (mamba_ssm) one has `d_model` and `ssm_cfg`, whose `layer` is
-// "Mamba2" for Mamba-2 and absent or "Mamba1" for Mamba-1.
+// "Mamba2" for Mamba-2 and absent or "Mamba1" for Mamba-1. The Transformer families (GPT-NeoX,
+// GPT-2, Llama, Qwen2, Mistral; engine/transformer/) are Hugging Face ones, named by model_type,
+// and come after the Mamba ones.
 import { InputError, type LanguageModel } from "./arch.ts";
 import type { Checkpoint } from "./checkpoint/mod.ts";
 import { CheckpointError } from "./checkpoint/types.ts";
@@ -14,6 +16,11 @@ import type { F16Kernel, WeightDtype } from "./matmul.ts";
 import { checkTensors, type TensorSpec } from "./tensors.ts";
 import { MAMBA2 } from "./mamba2/family.ts";
 import { FALCON_MAMBA, MAMBA1 } from "./mamba1/family.ts";
+import { GPT_NEOX } from "./gpt_neox/family.ts";
+import { GPT2 } from "./gpt2/family.ts";
+import { LLAMA } from "./llama/family.ts";
+import { QWEN2 } from "./qwen2/family.ts";
+import { MISTRAL } from "./mistral/family.ts";
 
 export interface LoadOptions {
   /**
@@ -38,15 +45,18 @@ export interface Family {
   /** how to say which config.json it reads (the unknown-family error lists these) */
   describe: string;
   parseConfig(raw: Record<string, unknown>): ModelConfig;
-  /** every tensor the model reads, with the shape its config implies */
-  tensors(config: ModelConfig): TensorSpec[];
+  /**
+   * every tensor the model reads, with the shape its config implies; `has` probes the checkpoint
+   * where the names depend on it (GPT-2's optional "transformer." prefix), absent for synthetic ones
+   */
+  tensors(config: ModelConfig, has?: (name: string) => boolean): TensorSpec[];
   /** load the checkpoint (its tensors already checked against `tensors`) onto the GPU */
   load(gpu: Gpu, ckpt: Checkpoint, opts: LoadOptions): Promise<LanguageModel>;
 }
 
 /** Every family, in the order the errors list them (a function: read at call time, never during module loading). */
 export function families(): Family[] {
-  return [MAMBA2, MAMBA1, FALCON_MAMBA];
+  return [MAMBA2, MAMBA1, FALCON_MAMBA, GPT_NEOX, GPT2, LLAMA, QWEN2, MISTRAL];
 }
 
 /** What config.json says the architecture is. */
@@ -85,9 +95,9 @@ export function familyOf(config: ModelConfig): Family {
   return f;
 }
 
-/** Every tensor a model of this config reads. */
-export function expectedTensors(config: ModelConfig): TensorSpec[] {
-  return familyOf(config).tensors(config);
+/** Every tensor a model of this config reads (`has`: the checkpoint's, where names depend on it). */
+export function expectedTensors(config: ModelConfig, has?: (name: string) => boolean): TensorSpec[] {
+  return familyOf(config).tensors(config, has);
 }
 
 /**
@@ -121,6 +131,6 @@ export async function loadModel(gpu: Gpu, ckpt: Checkpoint, opts: LoadOptions = 
   const dtype = opts.dtype ?? "f32";
   if (dtype !== "f32" && dtype !== "f16") throw new InputError(`unknown dtype ${dtype}: use f32 or f16`);
   const vocabSize = realVocabSize(ckpt.config, opts.vocabSize);
-  checkTensors(ckpt, expectedTensors(ckpt.config));
+  checkTensors(ckpt, expectedTensors(ckpt.config, (name) => ckpt.has(name)));
   return await familyOf(ckpt.config).load(gpu, ckpt, { ...opts, dtype, vocabSize });
 }

@@ -4,7 +4,7 @@ import { parseArgs } from "node:util";
 import { openCheckpoint } from "./checkpoint/mod.ts";
 import { createGpu } from "./gpu.ts";
 import { loadModel } from "./families.ts";
-import { InputError, parseUnitSelector } from "./arch.ts";
+import { InputError, type Mode, parseUnitSelector } from "./arch.ts";
 import { loadTokenizer, tokenizerPathFor } from "./tokenizer.ts";
 import { checkFiniteLogits, logSumExp, topK } from "./probs.ts";
 import { type BlockSpec, parseBlockSpec, resolveBlockSpecs } from "./blockspec.ts";
@@ -12,6 +12,7 @@ import { runMain, UsageError } from "./cli.ts";
 
 const HELP = `usage: deno task infer --model M (--prompt "text" | --ids 1,2,3) [--mode scan|attention] [--block L:R>C]... [--heads SEL] [--conv] [--target TOKEN] [--top K] [--json] [--dtype f32|f16]
   --model   a local checkpoint directory (config.json + model.safetensors or pytorch_model.bin) or a Hugging Face id
+  --mode    scan or attention (default: the model's first: scan for Mamba, attention for a Transformer)
   --dtype   weights on the GPU: f32 (default) or f16 (half the memory and traffic; activations stay f32)
   --block   attention mode knockout: layers L (3, 3-5, 1,4,7), row R (index or last), columns C (same syntax, last allowed)
   --heads   with --block: the heads (channels for Mamba-1) the knockouts act on, per layer: all (default),
@@ -29,7 +30,7 @@ async function main() {
       model: { type: "string" },
       prompt: { type: "string" },
       ids: { type: "string" },
-      mode: { type: "string", default: "scan" },
+      mode: { type: "string" }, // default: the model's first mode (scan for Mamba, attention for a Transformer)
       dtype: { type: "string", default: "f32" },
       block: { type: "string", multiple: true, default: [] },
       heads: { type: "string" },
@@ -48,14 +49,14 @@ async function main() {
   }
   if (!values.model) throw new UsageError("--model is required (a checkpoint directory or a Hugging Face id)");
   if ((values.prompt === undefined) === (values.ids === undefined)) throw new UsageError("give exactly one of --prompt or --ids");
-  const mode = values.mode;
   const dtype = values.dtype;
   if (dtype !== "f32" && dtype !== "f16") throw new UsageError(`--dtype ${dtype}: use f32 or f16`);
-  if (mode !== "scan" && mode !== "attention") throw new UsageError(`--mode ${mode}: use scan or attention`);
+  if (values.mode !== undefined && values.mode !== "scan" && values.mode !== "attention") throw new UsageError(`--mode ${values.mode}: use scan or attention`);
+  const chosenMode = values.mode as Mode | undefined;
   const k = Number(values.top);
   if (!Number.isInteger(k) || k < 1) throw new UsageError(`--top ${values.top}: give a positive integer`);
   const specs: BlockSpec[] = values.block!.map(parseBlockSpec); // BlockSpecError: a usage error (engine/cli.ts)
-  if (specs.length && mode !== "attention") throw new UsageError("--block needs --mode attention (scan mode has no attention matrix to edit)");
+  if (specs.length && chosenMode !== "attention") throw new UsageError("--block needs --mode attention (scan mode has no attention matrix to edit)");
   if ((values.heads !== undefined || values.conv) && !specs.length) throw new UsageError("--heads and --conv act on the edges of --block: give at least one --block");
   let units;
   try {
@@ -95,6 +96,7 @@ async function main() {
   const model = await loadModel(gpu, ckpt, { dtype, vocabSize: tokenizer.vocabSize });
   ckpt.close();
   const info = model.info;
+  const mode: Mode = chosenMode ?? info.modes[0];
   const opts = { mode, knockouts: knockout ? [knockout] : undefined } as const;
   try {
     model.checkInput([ids], opts); // what the command line asked for (e.g. --heads only:9 on 8 heads)

@@ -28,6 +28,8 @@ Deno.test("config.json names the family; an unknown one is one line listing the 
   const bad: [unknown, RegExp][] = [
     [{ ...fixtureConfig(), ssm_cfg: { layer: "Mamba3" } }, /ssm_cfg\.layer "Mamba3" \(state-spaces layout; absent means Mamba1\) is not a supported model family; supported: mamba2 \(state-spaces config\.json with ssm_cfg\.layer "Mamba2", or model_type "mamba2"\); mamba1 /],
     [{ model_type: "mamba3", hidden_size: 32 }, /model_type "mamba3" is not a supported model family; supported: mamba2/],
+    [{ model_type: "bert", hidden_size: 32 }, /model_type "bert" is not a supported model family; supported: mamba2 .*; gpt_neox \(Hugging Face config\.json with model_type "gpt_neox"\); gpt2 .*; mistral /],
+    [{ model_type: "llama", hidden_size: 32 }, /missing "num_attention_heads"/],
     [{ hidden_size: 32 }, /names no architecture \(no model_type, no d_model\/ssm_cfg\); supported: mamba2/],
     [[1, 2], /not a JSON object/],
     [{ ...fixtureConfig(), d_model: 0 }, /"d_model" must be a positive integer, got 0/],

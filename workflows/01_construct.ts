@@ -1,14 +1,17 @@
-// 01_construct: every dataset row through the model in scan mode and in attention mode.
+// 01_construct: every dataset row through the model in each of its modes: scan and attention for
+// Mamba, attention only for a Transformer (its ordinary forward; model.info.modes says which).
 // For each row: the prompt's token ids, the true id (first token of target_true), and from the
 // last position's logits (softmax over the real vocabulary) the true token's probability, the
 // top probability, the argmax id and its text, and whether the argmax is the true token.
-// Outputs construct_scan.parquet and construct_attention.parquet: the dataset's columns + those.
+// Outputs construct_<mode>.parquet per mode that ran (construct_attention.parquet always; the
+// manifest lists the tables and says the modes in info.modes): the dataset's columns + those.
 // Work is saved per batch (.work/<mode>.jsonl) and resumed after an interruption; with --shard i/n
 // only every n-th batch is run, into the shard's folder (lib/shard.ts).
 
 import { join } from "node:path";
 import type { TextTokenizer } from "../engine/tokenizer.ts";
 import type { LanguageModel } from "../engine/arch.ts";
+import { exists } from "./lib/atomic.ts";
 import { withDevice } from "./lib/engine.ts";
 import { aboutRows, UserError } from "./lib/errors.ts";
 import { type Column, type Field, tableColumns, writeParquet } from "./lib/parquet.ts";
@@ -103,7 +106,7 @@ export function buildColumns(
 
 export default defineStage({
   name: "01_construct",
-  title: "Prompts through the model in scan and attention mode: true-token and top probabilities, prediction, hit",
+  title: "Prompts through the model in each of its modes (scan and attention for Mamba): true-token and top probabilities, prediction, hit",
   version: "1",
   module: import.meta.url,
   inputs: { dataset: true, tokenizer: true, model: true },
@@ -111,7 +114,8 @@ export default defineStage({
   params: {
     batchSize: { type: "int", default: 16, min: 1, max: 4096, throughput: true, doc: "prompts per forward pass (and per saved step of progress); throughput only, not in the cache key" },
   },
-  outputs: ["construct_scan.parquet", "construct_attention.parquet"],
+  // every family runs attention mode; construct_scan.parquet is added when the model has scan mode
+  outputs: ["construct_attention.parquet"],
 
   async run(ctx: StageContext<{ batchSize: number }>) {
     const ds = await ctx.dataset();
@@ -124,8 +128,13 @@ export default defineStage({
     const results = new Map<Mode, Map<number, RowResult>>();
     let resumed = 0;
     ctx.counts.rows = items.length;
+    // the model's modes (attention: every family); a merge computes nothing and loads no model: its
+    // work logs, filled from the shards, are those of the modes the shards ran
+    const logged = await Promise.all(MODES.map((m) => exists(join(ctx.workDir, `${m}.jsonl`))));
+    const modelModes = ctx.merged ? MODES.filter((_, i) => logged[i]) : (await ctx.model()).model.info.modes;
+    const modes = MODES.filter((m) => modelModes.includes(m));
 
-    for (const mode of MODES) {
+    for (const mode of modes) {
       const log = await RowLog.open<RowResult>(join(ctx.workDir, `${mode}.jsonl`), ctx.cacheKey);
       try {
         const known = new Set(ctx.rows);
@@ -157,7 +166,7 @@ export default defineStage({
 
     if (ctx.shard) return; // a shard's records are saved in its folder; the merge writes the tables
 
-    for (const mode of MODES) {
+    for (const mode of modes) {
       const cols = buildColumns(ds.columns, ds.rows, items, results.get(mode)!, tok);
       await writeParquet(join(ctx.dir, `construct_${mode}.parquet`), cols, {
         "mamba_explain.stage": "01_construct",
@@ -167,7 +176,9 @@ export default defineStage({
       let hits = 0;
       for (const it of items) if (results.get(mode)!.get(it.row)!.pred_id === it.trueId) hits++;
       ctx.counts[`hits_${mode}`] = hits;
+      if (mode !== "attention") ctx.extraOutputs?.push(`construct_${mode}.parquet`);
     }
+    ctx.info.modes = modes;
     ctx.info.batchSize = ctx.params.batchSize;
     ctx.info.batches = batches.length;
     ctx.info.resumedPrompts = resumed;

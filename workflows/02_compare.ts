@@ -2,13 +2,16 @@
 // count per mode, rows whose hit or prediction differs, and for true_prob and max_prob the
 // difference attention − scan (mean, min, max, count |Δ| > threshold). Writes summary.json, a
 // readable summary.md, and the distribution of both differences as a Vega-Lite figure
-// (box plot over a jittered strip of every row) in SVG and PNG.
+// (box plot over a jittered strip of every row) in SVG and PNG. For a model with one mode (a
+// Transformer: 01_construct ran attention mode only) there is nothing to compare: summary.json and
+// summary.md say "not applicable" and why, the manifest too (info.applicable), and no figure is made.
 
 import { join } from "node:path";
 import type { TopLevelSpec } from "vega-lite";
 import { writeFileAtomic, writeJsonAtomic } from "./lib/atomic.ts";
 import { readParquet } from "./lib/parquet.ts";
 import { writeFigure } from "./lib/plot.ts";
+import { constructModes } from "./lib/prompt_choice.ts";
 import { defineStage, type StageContext } from "./lib/stage.ts";
 
 export interface ModeRow {
@@ -192,17 +195,29 @@ export default defineStage({
   params: {
     threshold: { type: "number", default: 0.1, min: 0, doc: "count rows whose |Δ| exceeds this" },
   },
-  outputs: ["summary.json", "summary.md", "delta_distributions.vl.json", "delta_distributions.svg", "delta_distributions.png"],
+  // and delta_distributions.{vl.json,svg,png} when the model has both modes
+  outputs: ["summary.json", "summary.md"],
 
   async run(ctx: StageContext<{ threshold: number }>) {
     const up = ctx.upstream("01_construct");
+    const model = up.manifest.inputs.model?.id ?? "?";
+    const modes = constructModes(up);
+    if (!modes.includes("scan")) {
+      const reason = `the model has no scan mode: 01_construct ran ${modes.join(" and ")} mode only, so there is no scan/attention difference to compare`;
+      await writeJsonAtomic(join(ctx.dir, "summary.json"), { model, applicable: false, reason, modes });
+      await writeFileAtomic(join(ctx.dir, "summary.md"), `# Scan mode vs attention mode\n\nModel \`${model}\`: not applicable; ${reason}.\n`);
+      ctx.info.applicable = false;
+      ctx.info.reason = reason;
+      ctx.log(`not applicable: ${reason}`);
+      return;
+    }
     const scan = await readModeTable(up.file("construct_scan.parquet"));
     const attention = await readModeTable(up.file("construct_attention.parquet"));
     const s = compareModes(scan, attention, ctx.params.threshold);
-    const model = up.manifest.inputs.model?.id ?? "?";
-    await writeJsonAtomic(join(ctx.dir, "summary.json"), { model, ...s });
+    await writeJsonAtomic(join(ctx.dir, "summary.json"), { model, applicable: true, ...s });
     await writeFileAtomic(join(ctx.dir, "summary.md"), summaryMarkdown(s, model));
-    await writeFigure(ctx.dir, "delta_distributions", deltaFigure(scan, attention, s, model));
+    ctx.extraOutputs?.push(...await writeFigure(ctx.dir, "delta_distributions", deltaFigure(scan, attention, s, model)));
+    ctx.info.applicable = true;
     ctx.counts.rows = s.rows;
     ctx.counts.hit_differs = s.hit_differs;
     ctx.counts.pred_differs = s.pred_differs;

@@ -110,7 +110,7 @@ async function choosePrompts(ctx: StageContext<InfoFlowParams>) {
   const qualifying = applyFilter(P.filter as PromptFilter, candidates, { construct }).kept;
   if (qualifying.length === 0) {
     throw new UserError(
-      `03_info_flow: no prompt to run: none of the ${candidates.length} selected rows was predicted correctly in both modes; ` +
+      `03_info_flow: no prompt to run: none of the ${candidates.length} selected rows was predicted correctly${construct.scan ? " in both modes" : ""}; ` +
         `select more rows or pass --set 03_info_flow.filter=all`,
     );
   }

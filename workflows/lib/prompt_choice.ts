@@ -1,7 +1,8 @@
-// Which prompts the knockout stages (03_info_flow, 04_heatmap) run: 01_construct's two tables
-// read back by row, the rows that both modes ran, and the filter on them. A filter decides per
-// row from what the construct tables say; a filter that needs more (e.g. every model of a study)
-// adds its facts to `FilterFacts` and its rule to `filterFailure`.
+// Which prompts the knockout stages (03_info_flow, 04_heatmap) run: 01_construct's tables (both
+// modes for Mamba, attention mode only for a Transformer) read back by row, the rows that every
+// mode ran, and the filter on them. A filter decides per row from what the construct tables say; a
+// filter that needs more (e.g. every model of a study) adds its facts to `FilterFacts` and its rule
+// to `filterFailure`.
 
 import { readParquet } from "./parquet.ts";
 import type { UpstreamOutputs } from "./stage.ts";
@@ -17,10 +18,15 @@ export interface ConstructRow {
   hit: boolean;
 }
 
-/** Both modes of 01_construct, by row. */
+/** The modes of 01_construct, by row: scan is null for a family without scan mode (Transformers). */
 export interface ConstructTables {
-  scan: Map<number, ConstructRow>;
+  scan: Map<number, ConstructRow> | null;
   attention: Map<number, ConstructRow>;
+}
+
+/** The modes 01_construct ran: those whose table its manifest lists. */
+export function constructModes(up: UpstreamOutputs): ("scan" | "attention")[] {
+  return (["scan", "attention"] as const).filter((m) => `construct_${m}.parquet` in up.manifest.outputs);
 }
 
 export async function readConstruct(up: UpstreamOutputs): Promise<ConstructTables> {
@@ -33,17 +39,17 @@ export async function readConstruct(up: UpstreamOutputs): Promise<ConstructTable
       return [x.row, { ...x, ids: Array.from(x.ids as ArrayLike<number>, Number) }];
     }));
   };
-  return { scan: await read("scan"), attention: await read("attention") };
+  return { scan: constructModes(up).includes("scan") ? await read("scan") : null, attention: await read("attention") };
 }
 
-/** The selected rows that 01_construct ran in both modes, in selection order. */
+/** The selected rows that 01_construct ran in every mode, in selection order. */
 export function constructedRows(rows: number[], c: ConstructTables): number[] {
-  return rows.filter((r) => c.attention.has(r) && c.scan.has(r));
+  return rows.filter((r) => c.attention.has(r) && (!c.scan || c.scan.has(r)));
 }
 
 export const PROMPT_FILTERS = ["both-correct", "all"] as const;
 export type PromptFilter = typeof PROMPT_FILTERS[number];
-export const PROMPT_FILTER_DOC = "prompts: those both modes got right in 01_construct, or all";
+export const PROMPT_FILTER_DOC = "prompts: those both modes (every mode the model has) got right in 01_construct, or all";
 
 /** What the filters decide from. */
 export interface FilterFacts {
@@ -55,8 +61,11 @@ export function filterFailure(filter: PromptFilter, row: number, facts: FilterFa
   switch (filter) {
     case "all":
       return null;
-    case "both-correct":
-      return facts.construct.scan.get(row)!.hit && facts.construct.attention.get(row)!.hit ? null : "is not predicted correctly in both modes";
+    case "both-correct": {
+      const { scan, attention } = facts.construct;
+      if (!scan) return attention.get(row)!.hit ? null : "is not predicted correctly";
+      return scan.get(row)!.hit && attention.get(row)!.hit ? null : "is not predicted correctly in both modes";
+    }
   }
 }
 
