@@ -1,5 +1,6 @@
 // GPU plumbing: device creation with the adapter's own limits, buffers, compute pipelines,
 // dispatch and read-back. Nothing here knows about Mamba-2.
+import { profile } from "./profile.ts";
 
 export class GpuError extends Error {
   override name = "GpuError";
@@ -12,6 +13,13 @@ export interface Gpu {
   hasF16: boolean;
   /** Largest storage binding, a multiple of 16 bytes. */
   maxBinding: number;
+  /**
+   * A CPU driver (lavapipe/llvmpipe, SwiftShader, any fallback adapter): work there costs in
+   * proportion to the rows computed, padding included, while a GPU is latency-bound on small passes.
+   */
+  cpu: boolean;
+  /** the adapter's vendor, architecture, device, description and driver words: the key of what is tuned per adapter */
+  adapterKey: string;
 }
 
 const NO_ADAPTER_HELP = "no WebGPU adapter found: install a Vulkan driver (Debian/Ubuntu: apt-get install mesa-vulkan-drivers " +
@@ -38,14 +46,16 @@ export async function createGpu(): Promise<Gpu> {
   const hasF16 = adapter.features.has("shader-f16");
   const device = await adapter.requestDevice({
     requiredLimits,
-    requiredFeatures: hasF16 ? ["shader-f16"] : [],
+    requiredFeatures: [...(hasF16 ? ["shader-f16"] : []), ...(adapter.features.has("timestamp-query") ? ["timestamp-query"] : [])] as GPUFeatureName[],
   });
   const info = adapter.info;
   // vendor/architecture are often bare ids ("65541", "0"): keep only the words
   const words = [info.description, info.device, info.vendor, info.architecture].filter((s) => s && !/^\d+$/.test(s));
   const adapterInfo = [...new Set(words)].join(" / ") || "unknown adapter";
   const maxBinding = Math.floor(Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize) / 16) * 16;
-  return { device, adapterInfo, limits: device.limits, hasF16, maxBinding };
+  const cpu = (info as GPUAdapterInfo & { isFallbackAdapter?: boolean }).isFallbackAdapter === true || /llvmpipe|lavapipe|swiftshader/i.test(info.description);
+  const adapterKey = [info.vendor, info.architecture, info.device, info.description, Deno.version.deno].join("|");
+  return { device, adapterInfo, limits: device.limits, hasF16, maxBinding, cpu, adapterKey };
 }
 
 const STORAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
@@ -154,7 +164,8 @@ export class Recorder {
   }
 
   submit(): void {
-    this.gpu.device.queue.submit([this.encoder.finish()]);
+    const commands = this.encoder.finish();
+    profile.timeSync("gpu", () => this.gpu.device.queue.submit([commands]));
     const done = this.gpu.device.queue.onSubmittedWorkDone();
     const bufs = this.transient.splice(0);
     done.then(() => bufs.forEach((b) => b.destroy()));

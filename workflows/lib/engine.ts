@@ -5,6 +5,7 @@ import { createGpu, type Gpu } from "../../engine/gpu.ts";
 import { type Checkpoint, openCheckpoint } from "../../engine/checkpoint/mod.ts";
 import type { LanguageModel } from "../../engine/arch.ts";
 import { loadModel as loadFamilyModel } from "../../engine/families.ts";
+import { profile } from "../../engine/profile.ts";
 
 export type { Checkpoint, Gpu, LanguageModel };
 
@@ -22,7 +23,11 @@ export function openModel(id: string, opts: { offline?: boolean; verify?: boolea
   return openCheckpoint(id, opts);
 }
 
-export async function loadModel(ckpt: Checkpoint, opts: { dtype?: "f32" | "f16" } = {}): Promise<LoadedModel> {
+export function loadModel(ckpt: Checkpoint, opts: { dtype?: "f32" | "f16" } = {}): Promise<LoadedModel> {
+  return profile.time("load", () => load(ckpt, opts));
+}
+
+async function load(ckpt: Checkpoint, opts: { dtype?: "f32" | "f16" }): Promise<LoadedModel> {
   const gpu = await createGpu();
   let isLost = false;
   gpu.device.lost.then(() => {

@@ -10,7 +10,7 @@ import { RunInputs } from "./inputs.ts";
 import { lockRunDir } from "./lock.ts";
 import { type Plan, planLines, planStages, type RunTarget, runName, type Selection, selectStages } from "./plan.ts";
 import { formatRows, selectRows } from "./rows.ts";
-import { runStage } from "./run_stage.ts";
+import { profileLine, runStage } from "./run_stage.ts";
 import type { RunSession } from "./stage_context.ts";
 import type { StageDef } from "./stage.ts";
 
@@ -107,11 +107,12 @@ async function runPlans(toRun: Plan[], target: RunTarget, io: PipelineIO): Promi
     const session: RunSession = { signal: controller.signal, say: io.say };
     for (const p of toRun) {
       if (controller.signal.aborted) throw new InterruptedError(`interrupted before ${p.def.name}; run the same command again to go on`);
-      const { ctx, wallS } = await runStage(p, target, session);
+      const { ctx, manifest, wallS } = await runStage(p, target, session);
       effectiveConfig.stagesRun.push(p.def.name);
       await writeJsonAtomic(join(runDir, "config.json"), effectiveConfig);
       const counts = Object.entries(ctx.counts).map(([k, v]) => `${k} ${v}`).join(", ");
       io.say(`${p.def.name}: done in ${wallS.toFixed(1)} s${counts ? ` (${counts})` : ""}`);
+      io.say(`${p.def.name}: time ${profileLine(manifest.profile ?? {})}`);
     }
   } finally {
     for (const s of sigs) Deno.removeSignalListener(s, onSignal);
