@@ -11,7 +11,7 @@
 // `benchKnockout()` gives the rows to `deno task bench`.
 
 import { parseArgs } from "node:util";
-import type { KnockoutConfig } from "../engine/arch.ts";
+import type { KnockoutConfig, LanguageModel } from "../engine/arch.ts";
 import { loadModel } from "../engine/families.ts";
 import { flowEdges } from "../engine/flows.ts";
 import { createGpu, type Gpu } from "../engine/gpu.ts";
@@ -132,9 +132,9 @@ export function benchConfig(shape: string): Mamba2Config {
 }
 
 /** Every knockout of the sweep for one prompt: each flow that blocks something, in every window of k layers. */
-export function sweepConfigs(nLayer: number, prompt: number, ids: number[], subject: number[]): KnockoutConfig[] {
+export function sweepConfigs(nLayer: number, prompt: number, ids: number[], subject: number[], flows: readonly string[] = FLOWS): KnockoutConfig[] {
   const out: KnockoutConfig[] = [];
-  for (const flow of FLOWS) {
+  for (const flow of flows) {
     const edges = flowEdges(flow, ids.length, subject);
     if (edges.length === 0) continue;
     for (const w of layerWindows(nLayer, K)) out.push({ prompt, start: w.start, end: w.end, edges, target: 0 });
@@ -145,17 +145,18 @@ export function sweepConfigs(nLayer: number, prompt: number, ids: number[], subj
 export async function benchShape(
   gpu: Gpu,
   shape: string,
-  opts: { prompts: number | BenchPrompt[]; fullKnockouts?: number; repeats: number },
+  opts: { prompts: number | BenchPrompt[]; fullKnockouts?: number; repeats: number; flows?: readonly string[]; model?: LanguageModel },
 ): Promise<ShapeResult> {
   const c = benchConfig(shape);
   const ckpt = syntheticCheckpoint(c, 0);
-  const model = await loadModel(gpu, ckpt);
+  // a model given is the caller's (its dtype, kept loaded); else the synthetic one, f32
+  const model = opts.model ?? await loadModel(gpu, ckpt);
   try {
     const prompts = typeof opts.prompts === "number" ? await benchPrompts(opts.prompts) : opts.prompts;
     const configs: KnockoutConfig[] = [];
     const flops = { fast: 0, full: 0 };
     prompts.forEach((p, pi) => {
-      const mine = sweepConfigs(c.nLayer, pi, p.ids, p.subject);
+      const mine = sweepConfigs(c.nLayer, pi, p.ids, p.subject, opts.flows);
       configs.push(...mine);
       const f = sweepFlops(c, p.ids.length, mine.map((k) => ({ start: k.start, t0: Math.min(...k.edges.map(([t]) => t)) })));
       flops.fast += f.fast / prompts.length;
@@ -205,7 +206,7 @@ export async function benchShape(
       flops,
     };
   } finally {
-    model.destroy();
+    if (!opts.model) model.destroy();
     ckpt.close();
   }
 }

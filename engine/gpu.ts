@@ -46,7 +46,7 @@ export async function createGpu(): Promise<Gpu> {
   const hasF16 = adapter.features.has("shader-f16");
   const device = await adapter.requestDevice({
     requiredLimits,
-    requiredFeatures: [...(hasF16 ? ["shader-f16"] : []), ...(adapter.features.has("timestamp-query") ? ["timestamp-query"] : [])] as GPUFeatureName[],
+    requiredFeatures: hasF16 ? ["shader-f16"] : [],
   });
   const info = adapter.info;
   // vendor/architecture are often bare ids ("65541", "0"): keep only the words
