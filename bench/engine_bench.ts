@@ -7,8 +7,9 @@
 // queue.onSubmittedWorkDone(), after a warm-up; the submission round trip measured on an empty
 // submit is taken off. `deno task bench` prints these rows in one table (bench/bench.ts).
 
-import { type Gpu, Recorder, storageBuffer, writeBuffer } from "../engine/gpu.ts";
+import { type Gpu, type Recorder, storageBuffer, writeBuffer } from "../engine/gpu.ts";
 import { describePlan, destroyWeight, type F16Kernel, matmulPlan, type MatmulPlan, uploadWeight, type Weight, weightBytes, type WeightDtype } from "../engine/matmul.ts";
+import { timeRecorded } from "../engine/matmul_tune.ts";
 import { Ops } from "../engine/ops.ts";
 import { loadModel } from "../engine/families.ts";
 import { parseConfig } from "../engine/config.ts";
@@ -38,57 +39,13 @@ export interface Ceilings {
 
 // ---------- timing ----------
 
-let roundTripCache: WeakMap<GPUDevice, number> | undefined;
-
-/** ms of an empty submit + onSubmittedWorkDone: the fixed cost every timed submission includes. */
-async function roundTripMs(gpu: Gpu): Promise<number> {
-  roundTripCache ??= new WeakMap();
-  const hit = roundTripCache.get(gpu.device);
-  if (hit !== undefined) return hit;
-  let best = Infinity;
-  for (let i = 0; i < 5; i++) {
-    const t0 = performance.now();
-    gpu.device.queue.submit([gpu.device.createCommandEncoder().finish()]);
-    await gpu.device.queue.onSubmittedWorkDone();
-    best = Math.min(best, performance.now() - t0);
-  }
-  roundTripCache.set(gpu.device, best);
-  return best;
-}
-
 /**
  * Seconds per run of the work `record` encodes: a warm-up run, then enough runs in one
- * submission to last `minMs`, best of `trials`, less the empty-submit round trip.
+ * submission to last `minMs` (300 ms: 30x the round trip), best of `trials`, less the empty-submit
+ * round trip (engine/matmul_tune.ts timeRecorded; work the device refuses is an error).
  */
-export async function timeGpu(gpu: Gpu, record: (rec: Recorder) => void, opts: { minMs?: number; trials?: number } = {}): Promise<number> {
-  const minMs = opts.minMs ?? 300, trials = opts.trials ?? 2;
-  const overhead = await roundTripMs(gpu);
-  const run = async (n: number) => {
-    const rec = new Recorder(gpu);
-    for (let i = 0; i < n; i++) record(rec);
-    const t0 = performance.now();
-    rec.submit();
-    await gpu.device.queue.onSubmittedWorkDone();
-    return performance.now() - t0;
-  };
-  // a dispatch the device refused would time as nothing: fail instead
-  gpu.device.pushErrorScope("validation");
-  gpu.device.pushErrorScope("internal");
-  gpu.device.pushErrorScope("out-of-memory");
-  await run(1); // warm-up: pipelines compiled, memory touched
-  for (let i = 0; i < 3; i++) {
-    const err = await gpu.device.popErrorScope();
-    if (err) throw new Error(`the benchmarked work failed on the device: ${err.message}`);
-  }
-  // grow the repeat count until one submission lasts minMs (full runs: 300 ms, 30x the round trip)
-  let n = 1, t = await run(1);
-  while (t < minMs && n < 4096) {
-    n = Math.min(4096, n * Math.max(2, Math.min(16, Math.ceil(minMs / Math.max(1, t - overhead)))));
-    t = await run(n);
-  }
-  let best = t;
-  for (let i = 1; i < trials; i++) best = Math.min(best, await run(n));
-  return Math.max(1e-6, best - overhead) / 1000 / n;
+export function timeGpu(gpu: Gpu, record: (rec: Recorder) => void, opts: { minMs?: number; trials?: number } = {}): Promise<number> {
+  return timeRecorded(gpu, record, { minMs: opts.minMs ?? 300, trials: opts.trials ?? 2, maxRepeats: 4096 });
 }
 
 // ---------- ceilings ----------

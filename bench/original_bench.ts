@@ -14,7 +14,7 @@
 // project's machines have it). It runs under python3 with torch (Debian: python3-torch with
 // libopenblas0-pthread). Without either, our side is measured alone and the rows say why.
 //   deno run -A bench/original_bench.ts [--quick] [--original DIR] [--model DIR] [--prompts N]
-//     [--heatmap-prompts N] [--k K] [--repeats N] [--threads N]
+//     [--heatmap-prompts N] [--k K] [--repeats N] [--sweep-repeats N] [--threads N]
 // `benchOriginal()` gives the rows to `deno task bench` (section `original`).
 
 import { parseArgs } from "node:util";
@@ -46,12 +46,14 @@ export interface OriginalBenchOptions {
   model?: string;
   /** CounterFact prompts for 01 and 03 (default 8) */
   prompts?: number;
-  /** the first of them for 04 (default 4: the original takes minutes per prompt) */
+  /** the first of them for 04 (default 2: the original takes minutes per prompt) */
   heatmapPrompts?: number;
   /** window size of 03 and 04 (default 9) */
   k?: number;
-  /** rounds of (original, ours); the best of each side counts (default 2) */
+  /** rounds of 01_construct (original, ours); the best of each side counts (default 3) */
   repeats?: number;
+  /** rounds of the 03 and 04 sweeps, ours twice in each (default 1: the original takes minutes per prompt) */
+  sweepRepeats?: number;
   /** torch threads (default: the CPU threads Deno sees) */
   threads?: number;
   log?: (line: string) => void;
@@ -247,11 +249,12 @@ export async function benchOriginal(gpu: Gpu, opts: OriginalBenchOptions = {}): 
   const log = opts.log ?? ((l: string) => console.error(`[bench] ${l}`));
   const quick = opts.quick ?? false;
   const k = opts.k ?? (quick ? 1 : 9);
-  const repeats = opts.repeats ?? (quick ? 1 : 2);
+  const repeats = opts.repeats ?? (quick ? 1 : 3);
+  const sweepRepeats = opts.sweepRepeats ?? 1;
   const threads = opts.threads ?? navigator.hardwareConcurrency;
   const shape = quick ? { name: "tiny", base: "mamba2-130m", overrides: { d_model: 128, n_layer: 2 } } : { name: "mamba2-130m", base: "mamba2-130m", overrides: {} };
   const prompts = await comparePrompts(opts.prompts ?? (quick ? 1 : 8));
-  const heat = prompts.slice(0, opts.heatmapPrompts ?? (quick ? 1 : 4));
+  const heat = prompts.slice(0, opts.heatmapPrompts ?? (quick ? 1 : 2));
   // the quick run's tiny checkpoint is written to a temporary folder; the full one is kept in the cache
   const temp = !opts.model && quick ? await Deno.makeTempDir({ prefix: "mamba-explain-bench-" }) : undefined;
   const modelDir = opts.model ?? await syntheticFolder(shape.base, shape.overrides, temp ?? join(cacheDir(), "bench", `${shape.name}-synthetic`));
@@ -275,8 +278,10 @@ export async function benchOriginal(gpu: Gpu, opts: OriginalBenchOptions = {}): 
 
     const best = { o01: Infinity, u01: Infinity, o03: Infinity, u03: Infinity, o04: Infinity, u04: Infinity };
     let n03 = 0, n04 = 0, maxDp = 0;
+    const load = () => `load average ${Deno.loadavg()[0].toFixed(1)}`;
+    const perPrompt = (s: number, n: number) => `${(s / n).toFixed(3)} s/prompt`;
+    // 01_construct: cheap on both sides, `repeats` rounds
     for (let rep = 0; rep < repeats; rep++) {
-      const load = Deno.loadavg()[0].toFixed(1);
       if (driver) {
         const r = await driver.ask({ op: "construct", prompts: prompts.map((p) => p.ids), targets: prompts.map((p) => p.trueId) });
         best.o01 = Math.min(best.o01, r.s);
@@ -284,16 +289,27 @@ export async function benchOriginal(gpu: Gpu, opts: OriginalBenchOptions = {}): 
         best.u01 = Math.min(best.u01, u.s);
         // the same weights and ids: the two implementations agree (f32 on both sides)
         prompts.forEach((_, i) => (maxDp = Math.max(maxDp, Math.abs(r.p_scan[i] - u.p.scan[i]), Math.abs(r.p_attention[i] - u.p.attention[i]))));
+        log(`01_construct round ${rep + 1}: original ${perPrompt(r.s, prompts.length)}, ours ${perPrompt(u.s, prompts.length)} (${load()})`);
       } else best.u01 = Math.min(best.u01, (await oursConstruct(model, prompts)).s);
-      if (driver) best.o03 = Math.min(best.o03, (await driver.ask({ op: "sweep", prompts: prompts.map((p) => ({ ids: p.ids, subject: p.subject })), k })).s);
-      const u03 = await oursKnockouts(model, prompts, GROUP_03, sweep);
-      best.u03 = Math.min(best.u03, u03.s);
-      n03 = u03.knockouts;
-      if (driver) best.o04 = Math.min(best.o04, (await driver.ask({ op: "heatmap", prompts: heat.map((p) => p.ids), k })).s);
-      const u04 = await oursKnockouts(model, heat, GROUP_04, heatmap);
-      best.u04 = Math.min(best.u04, u04.s);
-      n04 = u04.knockouts;
-      log(`original: round ${rep + 1} of ${repeats} (load average ${load} at its start)`);
+    }
+    // the sweeps: minutes per prompt for the original, `sweepRepeats` rounds; ours twice next to each
+    for (let rep = 0; rep < sweepRepeats; rep++) {
+      const o03 = driver ? (await driver.ask({ op: "sweep", prompts: prompts.map((p) => ({ ids: p.ids, subject: p.subject })), k })).s : Infinity;
+      best.o03 = Math.min(best.o03, o03);
+      for (let i = 0; i < 2; i++) {
+        const u03 = await oursKnockouts(model, prompts, GROUP_03, sweep);
+        best.u03 = Math.min(best.u03, u03.s);
+        n03 = u03.knockouts;
+      }
+      log(`03 sweep round ${rep + 1}: original ${perPrompt(o03, prompts.length)}, ours ${perPrompt(best.u03, prompts.length)} (${load()})`);
+      const o04 = driver ? (await driver.ask({ op: "heatmap", prompts: heat.map((p) => p.ids), k })).s : Infinity;
+      best.o04 = Math.min(best.o04, o04);
+      for (let i = 0; i < 2; i++) {
+        const u04 = await oursKnockouts(model, heat, GROUP_04, heatmap);
+        best.u04 = Math.min(best.u04, u04.s);
+        n04 = u04.knockouts;
+      }
+      log(`04 heatmap round ${rep + 1}: original ${perPrompt(o04, heat.length)}, ours ${perPrompt(best.u04, heat.length)} (${load()})`);
     }
 
     const tokens = prompts.reduce((s, p) => s + p.ids.length, 0) / prompts.length;
@@ -301,7 +317,7 @@ export async function benchOriginal(gpu: Gpu, opts: OriginalBenchOptions = {}): 
     const origNote = driver
       ? `torch ${driver.ready.torch}, ${driver.ready.threads} threads, sgemm ${Number(driver.ready.sgemm_gflops).toFixed(0)} GFLOP/s`
       : `original not measured: ${missing}`;
-    const runs = `best of ${repeats}, interleaved with the original; load average ${Deno.loadavg()[0].toFixed(1)} at the end; ${gpu.adapterInfo}`;
+    const runs = `best of ${repeats} (01) and ${sweepRepeats} x 2 (03, 04), interleaved with the original; load average ${Deno.loadavg()[0].toFixed(1)} at the end; ${gpu.adapterInfo}`;
     const rows: BenchRow[] = [];
     const stage = (name: string, o: number, u: number, n: number, extra: string) => {
       if (driver) rows.push({ name: `${name}, original code`, value: o / n, unit: "s/prompt", note: `${origNote}; ${extra}` });
@@ -331,6 +347,7 @@ if (import.meta.main) {
       "heatmap-prompts": { type: "string" },
       k: { type: "string" },
       repeats: { type: "string" },
+      "sweep-repeats": { type: "string" },
       threads: { type: "string" },
     },
   });
@@ -345,6 +362,7 @@ if (import.meta.main) {
       heatmapPrompts: num(values["heatmap-prompts"]),
       k: num(values.k),
       repeats: num(values.repeats),
+      sweepRepeats: num(values["sweep-repeats"]),
       threads: num(values.threads),
     });
     const { markdownTable } = await import("./table.ts");

@@ -13,12 +13,9 @@ export interface Gpu {
   hasF16: boolean;
   /** Largest storage binding, a multiple of 16 bytes. */
   maxBinding: number;
-  /**
-   * A CPU driver (lavapipe/llvmpipe, SwiftShader, any fallback adapter): work there costs in
-   * proportion to the rows computed, padding included, while a GPU is latency-bound on small passes.
-   */
+  /** A CPU driver (lavapipe/llvmpipe, SwiftShader, any fallback adapter): the matmul plans are not tuned there (engine/matmul_tune.ts). */
   cpu: boolean;
-  /** the adapter's vendor, architecture, device, description and driver words: the key of what is tuned per adapter */
+  /** What is tuned per adapter is kept under this: vendor, architecture, device, description (Mesa's names its LLVM), Deno's version (its wgpu). */
   adapterKey: string;
 }
 

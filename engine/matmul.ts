@@ -236,8 +236,13 @@ export class Matmul {
             let best: { plan: MatmulPlan; s: number } | undefined;
             for (const plan of candidatePlans(m, matmulPlan(m, c.rows, w.cols))) {
               if (plan.kind !== "generic" && plan.WG > maxWg) continue;
-              const s = await timeRecorded(gpu, (rec) => this.record(rec, scratch.x, one, scratch.y, m, { plan }));
-              if (!best || s < best.s) best = { plan, s };
+              try {
+                const s = await timeRecorded(gpu, (rec) => this.record(rec, scratch.x, one, scratch.y, m, { plan }));
+                if (!best || s < best.s) best = { plan, s };
+              } catch (e) {
+                // a candidate this adapter refuses is left out (the default is always there)
+                opts.log?.(`matmul plan ${describePlan(plan)} for ${key}: ${(e as Error).message.split("\n")[0]}`);
+              }
             }
             chosen[String(m)] = best!.plan;
           }

@@ -95,12 +95,32 @@ export async function saveTuned(gpu: Gpu, plans: TunedPlans, path = tuneCachePat
   }
 }
 
+const roundTrips = new WeakMap<GPUDevice, number>();
+
+/** ms of an empty submit + onSubmittedWorkDone: the fixed cost every timed submission includes. */
+async function roundTripMs(gpu: Gpu): Promise<number> {
+  const hit = roundTrips.get(gpu.device);
+  if (hit !== undefined) return hit;
+  let best = Infinity;
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    gpu.device.queue.submit([gpu.device.createCommandEncoder().finish()]);
+    await gpu.device.queue.onSubmittedWorkDone();
+    best = Math.min(best, performance.now() - t0);
+  }
+  roundTrips.set(gpu.device, best);
+  return best;
+}
+
 /**
- * Seconds per run of what `record` encodes, on this adapter: a first run (compiles, touches
- * memory), then runs repeated in one submission until it lasts about `minMs`, best of two, less
- * the round trip of an empty submission.
+ * Seconds per run of the work `record` encodes, on this adapter: a warm-up run (compiles, touches
+ * memory; work the device refuses is an error, not a time of nothing), then enough runs in one
+ * submission to last `minMs`, best of `trials`, less the round trip of an empty submission. The
+ * tuner's short measurements (4 ms) and the bench's (300 ms) alike.
  */
-export async function timeRecorded(gpu: Gpu, record: (rec: Recorder) => void, minMs = 4): Promise<number> {
+export async function timeRecorded(gpu: Gpu, record: (rec: Recorder) => void, opts: { minMs?: number; trials?: number; maxRepeats?: number } = {}): Promise<number> {
+  const minMs = opts.minMs ?? 4, trials = opts.trials ?? 2, maxRepeats = opts.maxRepeats ?? 256;
+  const overhead = await roundTripMs(gpu);
   const run = async (n: number) => {
     const rec = new Recorder(gpu);
     for (let i = 0; i < n; i++) record(rec);
@@ -109,20 +129,19 @@ export async function timeRecorded(gpu: Gpu, record: (rec: Recorder) => void, mi
     await gpu.device.queue.onSubmittedWorkDone();
     return performance.now() - t0;
   };
-  const empty = async () => {
-    const t0 = performance.now();
-    gpu.device.queue.submit([gpu.device.createCommandEncoder().finish()]);
-    await gpu.device.queue.onSubmittedWorkDone();
-    return performance.now() - t0;
-  };
-  const overhead = Math.min(await empty(), await empty());
+  gpu.device.pushErrorScope("validation");
+  gpu.device.pushErrorScope("internal");
+  gpu.device.pushErrorScope("out-of-memory");
   await run(1);
+  const errors = [await gpu.device.popErrorScope(), await gpu.device.popErrorScope(), await gpu.device.popErrorScope()].filter((e) => e);
+  if (errors.length) throw new Error(`the timed work failed on the device: ${errors[0]!.message}`);
+  // grow the repeat count until one submission lasts minMs
   let n = 1, t = await run(1);
-  while (t < minMs && n < 256) {
-    n = Math.min(256, n * Math.max(2, Math.ceil(minMs / Math.max(0.05, t - overhead))));
+  while (t < minMs && n < maxRepeats) {
+    n = Math.min(maxRepeats, n * Math.max(2, Math.min(16, Math.ceil(minMs / Math.max(0.05, t - overhead)))));
     t = await run(n);
   }
-  t = Math.min(t, await run(n));
+  for (let i = 1; i < trials; i++) t = Math.min(t, await run(n));
   return Math.max(1e-6, t - overhead) / 1000 / n;
 }
 
