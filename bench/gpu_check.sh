@@ -25,7 +25,7 @@ export MAMBA_EXPLAIN_CACHE="${MAMBA_EXPLAIN_CACHE:-$(mktemp -d)}"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 log="${OUT:-$(mktemp -d)}/gpu_check.log"
 # shellcheck disable=SC2086
-timeout 330 $DENO run -A bench/gpu_check.ts "$@" 2>&1 | tee "$log"
+timeout 330 $DENO run --cached-only -A bench/gpu_check.ts "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 echo "tuned plans: $MAMBA_EXPLAIN_CACHE/matmul-plans.json"
 [ -f "$MAMBA_EXPLAIN_CACHE/matmul-plans.json" ] && cp "$MAMBA_EXPLAIN_CACHE/matmul-plans.json" "$(dirname "$log")/" 2>/dev/null

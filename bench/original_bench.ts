@@ -23,14 +23,15 @@ import { fileURLToPath } from "node:url";
 import type { KnockoutConfig, LanguageModel } from "../engine/arch.ts";
 import { openCheckpoint } from "../engine/checkpoint/mod.ts";
 import { loadModel } from "../engine/families.ts";
-import { flowEdges } from "../engine/flows.ts";
 import { createGpu, type Gpu } from "../engine/gpu.ts";
 import { syntheticCheckpoint, syntheticConfig } from "../engine/synthetic.ts";
 import { cacheDir } from "../engine/tune_cache.ts";
 import { MODES, type PromptItem, runBatch } from "../workflows/lib/construct_run.ts";
 import { fixedGroups } from "../workflows/lib/groups.ts";
-import { heatmapConfigs, layerWindows } from "../workflows/lib/knockout_configs.ts";
+import { heatmapConfigs } from "../workflows/lib/knockout_configs.ts";
 import type { BenchRow } from "./table.ts";
+import { type BenchPrompt, counterfactPrompts } from "./prompts.ts";
+import { sweepConfigs as flowConfigs } from "./knockout_bench.ts";
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), "..");
 /** The seed's three blocks, in this project's flow names. */
@@ -57,31 +58,6 @@ export interface OriginalBenchOptions {
   /** torch threads (default: the CPU threads Deno sees) */
   threads?: number;
   log?: (line: string) => void;
-}
-
-/** A prompt as both sides run it: token ids, the subject's positions, the true token. */
-export interface ComparePrompt {
-  row: number;
-  ids: number[];
-  subject: number[];
-  trueId: number;
-}
-
-/** The first n CounterFact rows whose subject is found in the prompt (the study's prompt lengths). */
-export async function comparePrompts(n: number): Promise<ComparePrompt[]> {
-  const { readParquet } = await import("../workflows/lib/parquet.ts");
-  const { loadTokenizer } = await import("../engine/tokenizer.ts");
-  const { subjectTokens } = await import("../workflows/lib/subject.ts");
-  const t = await readParquet(join(REPO, "data/counterfact-tracing.parquet"), { rowEnd: 4 * n + 8, columns: ["prompt", "subject", "target_true"] });
-  const tok = await loadTokenizer();
-  const out: ComparePrompt[] = [];
-  for (const [row, r] of t.rows.entries()) {
-    const ids = tok.encode(String(r.prompt));
-    const subject = subjectTokens(tok.decodeEach(ids), String(r.subject));
-    if (subject) out.push({ row, ids, subject, trueId: tok.encode(String(r.target_true))[0] });
-    if (out.length === n) break;
-  }
-  return out;
 }
 
 // ------------------------------------------------------------------ the original side
@@ -208,19 +184,11 @@ export async function syntheticFolder(shape: string, overrides: Record<string, u
 // ------------------------------------------------------------------ our side
 
 /** 03's configurations of the seed's three flows in every window of k layers (those that block something). */
-export function sweepConfigs(nLayer: number, prompts: ComparePrompt[], k: number): KnockoutConfig[] {
-  const out: KnockoutConfig[] = [];
-  prompts.forEach((p, prompt) => {
-    for (const flow of SEED_FLOWS) {
-      const edges = flowEdges(flow, p.ids.length, p.subject);
-      if (edges.length === 0) continue;
-      for (const w of layerWindows(nLayer, k)) out.push({ prompt, start: w.start, end: w.end, edges, target: p.trueId });
-    }
-  });
-  return out;
+export function sweepConfigs(nLayer: number, prompts: BenchPrompt[], k: number): KnockoutConfig[] {
+  return prompts.flatMap((p, prompt) => flowConfigs(nLayer, prompt, p.ids, p.subject, SEED_FLOWS, k).map((c) => ({ ...c, target: p.trueId })));
 }
 
-async function oursConstruct(model: LanguageModel, prompts: ComparePrompt[]): Promise<{ s: number; p: Record<string, number[]> }> {
+async function oursConstruct(model: LanguageModel, prompts: BenchPrompt[]): Promise<{ s: number; p: Record<string, number[]> }> {
   const items: PromptItem[] = prompts.map((p) => ({ row: p.row, ids: p.ids, trueId: p.trueId }));
   const p: Record<string, number[]> = {};
   const t0 = performance.now();
@@ -232,7 +200,7 @@ async function oursConstruct(model: LanguageModel, prompts: ComparePrompt[]): Pr
   return { s: (performance.now() - t0) / 1000, p };
 }
 
-async function oursKnockouts(model: LanguageModel, prompts: ComparePrompt[], group: number, configsOf: (g: ComparePrompt[]) => KnockoutConfig[]): Promise<{ s: number; knockouts: number }> {
+async function oursKnockouts(model: LanguageModel, prompts: BenchPrompt[], group: number, configsOf: (g: BenchPrompt[]) => KnockoutConfig[]): Promise<{ s: number; knockouts: number }> {
   let n = 0;
   const t0 = performance.now();
   for (const g of fixedGroups(prompts, group)) {
@@ -253,7 +221,7 @@ export async function benchOriginal(gpu: Gpu, opts: OriginalBenchOptions = {}): 
   const sweepRepeats = opts.sweepRepeats ?? 1;
   const threads = opts.threads ?? navigator.hardwareConcurrency;
   const shape = quick ? { name: "tiny", base: "mamba2-130m", overrides: { d_model: 128, n_layer: 2 } } : { name: "mamba2-130m", base: "mamba2-130m", overrides: {} };
-  const prompts = await comparePrompts(opts.prompts ?? (quick ? 1 : 8));
+  const prompts = await counterfactPrompts(opts.prompts ?? (quick ? 1 : 8));
   const heat = prompts.slice(0, opts.heatmapPrompts ?? (quick ? 1 : 2));
   // the quick run's tiny checkpoint is written to a temporary folder; the full one is kept in the cache
   const temp = !opts.model && quick ? await Deno.makeTempDir({ prefix: "mamba-explain-bench-" }) : undefined;
@@ -269,8 +237,8 @@ export async function benchOriginal(gpu: Gpu, opts: OriginalBenchOptions = {}): 
   const model = await loadModel(gpu, ckpt);
   try {
     const nLayer = model.info.nLayer;
-    const sweep = (g: ComparePrompt[]) => sweepConfigs(nLayer, g, k);
-    const heatmap = (g: ComparePrompt[]) =>
+    const sweep = (g: BenchPrompt[]) => sweepConfigs(nLayer, g, k);
+    const heatmap = (g: BenchPrompt[]) =>
       g.flatMap((p, prompt) => heatmapConfigs(nLayer, p.ids.length, k, { units: { kind: "all" }, conv: false }).map((c) => ({ prompt, start: c.start, end: c.end, edges: c.edges, target: p.trueId })));
     // warm-up: every kernel of both paths compiled
     await oursConstruct(model, prompts.slice(0, 1));
