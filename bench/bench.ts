@@ -1,4 +1,4 @@
-// deno task bench [--quick] [--only SECTION]
+// deno task bench [--quick] [--tune] [--only SECTION]   (--tune: time the matmul plans tuned per adapter on a CPU adapter too)
 // One run, one table: every section measured now, on this machine's adapter.
 //   ceilings   the adapter's peak arithmetic and copy bandwidth (the matmul rows' yardsticks)
 //   matmul     main matmul shapes of mamba2-130m / mamba2-1.3b at 1, 16, 128 rows, f32 and f16
@@ -7,6 +7,9 @@
 //   knockout   the nine-flow sweep at k=9 per prompt, fast path vs full recomputes (bench/knockout_bench.ts)
 //   load       peak resident memory while a synthetic mamba2-1.3b loads, against its weights (bench/load_bench.ts)
 //   transformer  the same sweep on synthetic Pythia (GPT-NeoX) models (bench/transformer_bench.ts)
+//   original   this project against the original study's PyTorch code, per prompt: 01_construct, the 03
+//              sweep and the 04 heatmap, interleaved in one run (bench/original_bench.ts; our side alone,
+//              with a note, where python3-torch or the original code is missing)
 // --quick runs tiny shapes and few repeats (tests/bench_smoke_test.ts), so the code cannot rot.
 import { parseArgs } from "node:util";
 import { createGpu, type Gpu } from "../engine/gpu.ts";
@@ -16,6 +19,7 @@ import { benchConstruct } from "./construct_bench.ts";
 import { benchKnockout } from "./knockout_bench.ts";
 import { benchLoad } from "./load_bench.ts";
 import { benchTransformerKnockout } from "./transformer_bench.ts";
+import { benchOriginal } from "./original_bench.ts";
 import { type BenchRow, markdownTable } from "./table.ts";
 
 interface Section {
@@ -25,6 +29,7 @@ interface Section {
 interface Context {
   gpu: Gpu;
   quick: boolean;
+  tune: boolean;
   ceilings: () => Promise<Ceilings>;
 }
 
@@ -33,7 +38,7 @@ const SECTIONS: Section[] = [
     name: "ceilings",
     run: async (ctx) => (await measureCeilingsOnce(ctx)).rows,
   },
-  { name: "matmul", run: async (ctx) => benchMatmul(ctx.gpu, await ctx.ceilings(), { quick: ctx.quick }) },
+  { name: "matmul", run: async (ctx) => benchMatmul(ctx.gpu, await ctx.ceilings(), { quick: ctx.quick, tune: ctx.tune }) },
   { name: "prefill", run: (ctx) => benchPrefill(ctx.gpu, { quick: ctx.quick }) },
   {
     name: "construct",
@@ -42,6 +47,7 @@ const SECTIONS: Section[] = [
   { name: "knockout", run: (ctx) => benchKnockout(ctx.gpu, { quick: ctx.quick }) },
   { name: "load", run: (ctx) => benchLoad({ quick: ctx.quick }) },
   { name: "transformer", run: (ctx) => benchTransformerKnockout(ctx.gpu, { quick: ctx.quick }) },
+  { name: "original", run: (ctx) => benchOriginal(ctx.gpu, { quick: ctx.quick }) },
 ];
 
 let ceilingRun: Promise<{ ceilings: Ceilings; rows: BenchRow[] }> | undefined;
@@ -54,6 +60,7 @@ async function main() {
     args: Deno.args,
     options: {
       quick: { type: "boolean", default: false },
+      tune: { type: "boolean", default: false },
       only: { type: "string", multiple: true, default: [] },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -61,13 +68,13 @@ async function main() {
   });
   const names = SECTIONS.map((s) => s.name);
   if (values.help) {
-    console.log(`usage: deno task bench [--quick] [--only SECTION]...\n  sections: ${names.join(", ")}`);
+    console.log(`usage: deno task bench [--quick] [--tune] [--only SECTION]...\n  sections: ${names.join(", ")}`);
     return;
   }
   const only = values.only!.flatMap((o) => o.split(","));
   for (const o of only) if (!names.includes(o)) throw new UsageError(`--only ${o}: no such section (${names.join(", ")})`);
   const gpu = await createGpu();
-  const ctx: Context = { gpu, quick: values.quick!, ceilings: async () => (await measureCeilingsOnce(ctx)).ceilings };
+  const ctx: Context = { gpu, quick: values.quick!, tune: values.tune!, ceilings: async () => (await measureCeilingsOnce(ctx)).ceilings };
   const rows: BenchRow[] = [];
   const t0 = performance.now();
   for (const s of SECTIONS) {

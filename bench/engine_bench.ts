@@ -7,8 +7,9 @@
 // queue.onSubmittedWorkDone(), after a warm-up; the submission round trip measured on an empty
 // submit is taken off. `deno task bench` prints these rows in one table (bench/bench.ts).
 
-import { type Gpu, Recorder, storageBuffer, writeBuffer } from "../engine/gpu.ts";
-import { destroyWeight, type F16Kernel, matmulPlan, uploadWeight, type Weight, weightBytes, type WeightDtype } from "../engine/matmul.ts";
+import { type Gpu, type Recorder, storageBuffer, writeBuffer } from "../engine/gpu.ts";
+import { describePlan, destroyWeight, type F16Kernel, matmulPlan, type MatmulPlan, uploadWeight, type Weight, weightBytes, type WeightDtype } from "../engine/matmul.ts";
+import { timeRecorded } from "../engine/matmul_tune.ts";
 import { Ops } from "../engine/ops.ts";
 import { loadModel } from "../engine/families.ts";
 import { parseConfig } from "../engine/config.ts";
@@ -21,6 +22,12 @@ export interface EngineBenchOptions {
   quick?: boolean;
   /** progress lines (stderr by default) */
   log?: (line: string) => void;
+  /** tune the matmul plans even on a CPU adapter (engine/matmul_tune.ts; GPUs always tune) */
+  tune?: boolean;
+  /** matmul shapes to run, as "<model> <name>" ("130m out_proj"); default all */
+  shapes?: string[];
+  /** matmul row counts (default 1, 16, 128) */
+  rows?: number[];
 }
 
 export interface Ceilings {
@@ -32,57 +39,13 @@ export interface Ceilings {
 
 // ---------- timing ----------
 
-let roundTripCache: WeakMap<GPUDevice, number> | undefined;
-
-/** ms of an empty submit + onSubmittedWorkDone: the fixed cost every timed submission includes. */
-async function roundTripMs(gpu: Gpu): Promise<number> {
-  roundTripCache ??= new WeakMap();
-  const hit = roundTripCache.get(gpu.device);
-  if (hit !== undefined) return hit;
-  let best = Infinity;
-  for (let i = 0; i < 5; i++) {
-    const t0 = performance.now();
-    gpu.device.queue.submit([gpu.device.createCommandEncoder().finish()]);
-    await gpu.device.queue.onSubmittedWorkDone();
-    best = Math.min(best, performance.now() - t0);
-  }
-  roundTripCache.set(gpu.device, best);
-  return best;
-}
-
 /**
  * Seconds per run of the work `record` encodes: a warm-up run, then enough runs in one
- * submission to last `minMs`, best of `trials`, less the empty-submit round trip.
+ * submission to last `minMs` (300 ms: 30x the round trip), best of `trials`, less the empty-submit
+ * round trip (engine/matmul_tune.ts timeRecorded; work the device refuses is an error).
  */
-export async function timeGpu(gpu: Gpu, record: (rec: Recorder) => void, opts: { minMs?: number; trials?: number } = {}): Promise<number> {
-  const minMs = opts.minMs ?? 300, trials = opts.trials ?? 2;
-  const overhead = await roundTripMs(gpu);
-  const run = async (n: number) => {
-    const rec = new Recorder(gpu);
-    for (let i = 0; i < n; i++) record(rec);
-    const t0 = performance.now();
-    rec.submit();
-    await gpu.device.queue.onSubmittedWorkDone();
-    return performance.now() - t0;
-  };
-  // a dispatch the device refused would time as nothing: fail instead
-  gpu.device.pushErrorScope("validation");
-  gpu.device.pushErrorScope("internal");
-  gpu.device.pushErrorScope("out-of-memory");
-  await run(1); // warm-up: pipelines compiled, memory touched
-  for (let i = 0; i < 3; i++) {
-    const err = await gpu.device.popErrorScope();
-    if (err) throw new Error(`the benchmarked work failed on the device: ${err.message}`);
-  }
-  // grow the repeat count until one submission lasts minMs (full runs: 300 ms, 30x the round trip)
-  let n = 1, t = await run(1);
-  while (t < minMs && n < 4096) {
-    n = Math.min(4096, n * Math.max(2, Math.min(16, Math.ceil(minMs / Math.max(1, t - overhead)))));
-    t = await run(n);
-  }
-  let best = t;
-  for (let i = 1; i < trials; i++) best = Math.min(best, await run(n));
-  return Math.max(1e-6, best - overhead) / 1000 / n;
+export function timeGpu(gpu: Gpu, record: (rec: Recorder) => void, opts: { minMs?: number; trials?: number } = {}): Promise<number> {
+  return timeRecorded(gpu, record, { minMs: opts.minMs ?? 300, trials: opts.trials ?? 2, maxRepeats: 4096 });
 }
 
 // ---------- ceilings ----------
@@ -204,7 +167,7 @@ export async function benchMatmul(gpu: Gpu, ceilings: Ceilings, opts: EngineBenc
     ...shapesOf("130m", shape("mamba2-130m")),
     ...shapesOf("1.3b", shape("mamba2-1.3b")),
   ];
-  const ms = opts.quick ? [1, 16] : [1, 16, 128];
+  const ms = opts.rows ?? (opts.quick ? [1, 16] : [1, 16, 128]);
   const kinds: { dtype: WeightDtype; f16Kernel?: F16Kernel; label: string; onlyOneRow?: boolean }[] = [
     { dtype: "f32", label: "f32" },
     { dtype: "f16", f16Kernel: "packed", label: "f16" },
@@ -219,6 +182,7 @@ export async function benchMatmul(gpu: Gpu, ceilings: Ceilings, opts: EngineBenc
   };
   const oneRow = new Map<string, number>(); // "shape:f32" -> seconds, for the f16 speed-up
   for (const sh of shapes) {
+    if (opts.shapes && !opts.shapes.includes(`${sh.model} ${sh.name}`)) continue;
     const wData = filler(sh.n * sh.k, sh.n + sh.k);
     const maxM = Math.max(...ms);
     const x = storageBuffer(gpu, maxM * sh.k * 4, "x");
@@ -232,15 +196,25 @@ export async function benchMatmul(gpu: Gpu, ceilings: Ceilings, opts: EngineBenc
       const copies = opts.quick ? 1 : Math.max(1, Math.min(8, Math.ceil(ROTATE_BYTES / weightBytes(first))));
       const ws = [first, ...Array.from({ length: copies - 1 }, () => uploadWeight(gpu, wData, sh.n, sh.k, `${sh.model}.${sh.name}`, kind.dtype))];
       const w = first;
+      // the plans this adapter uses (measured or cached on a GPU; matmulPlan's on a CPU unless --tune)
+      await ops.mm.tune([w], { force: opts.tune, log });
       for (const m of ms) {
         if (kind.onlyOneRow && m !== 1) continue;
-        let turn = 0;
-        const s = await timeGpu(gpu, (rec) => ops.matmul(rec, x, ws[turn++ % copies], y, m), { minMs: opts.quick ? 20 : 300, trials: opts.quick ? 1 : 2 });
+        const time = async (plan: MatmulPlan) => {
+          let turn = 0;
+          return await timeGpu(gpu, (rec) => ops.matmul(rec, x, ws[turn++ % copies], y, m, { plan }), { minMs: opts.quick ? 20 : 300, trials: opts.quick ? 1 : 2 });
+        };
+        const plan = ops.mm.plan(m, w.chunks[0].rows, w);
+        const fallback = matmulPlan(m, w.chunks[0].rows, sh.k);
+        const s = await time(plan);
+        const tuned = JSON.stringify(plan) !== JSON.stringify(fallback);
+        const sDefault = tuned ? await time(fallback) : s;
         const flops = 2 * m * sh.n * sh.k;
         const bytes = weightBytes(w) + 4 * m * (sh.k + sh.n);
         const gf = flops / s / 1e9, gbs = bytes / s / 1e9;
-        const plan = matmulPlan(m, w.chunks[0].rows, sh.k);
-        const planText = plan.kind === "tiled" ? `${plan.R}x${4 * plan.NC} block, ${plan.WG} lanes` : "generic";
+        const planText = `${tuned ? "tuned " : ""}${describePlan(plan)}${
+          tuned ? ` (default ${describePlan(fallback)}: ${(m === 1 ? bytes / sDefault / 1e9 : flops / sDefault / 1e9).toFixed(m === 1 ? 2 : 1)} ${m === 1 ? "GB/s" : "GFLOP/s"}, tuned ${(sDefault / s).toFixed(2)}x)` : ""
+        }`;
         const name = `${sh.model} ${sh.name} ${sh.n}x${sh.k}, ${m} row${m > 1 ? "s" : ""}, ${kind.label}`;
         const chunks = (w.chunks.length > 1 ? `, ${w.chunks.length} bindings` : "") + (copies > 1 ? `, ${copies} copies in turn` : "");
         if (m === 1) {

@@ -19,6 +19,7 @@ import type { Mamba2Config } from "../engine/mamba2/config.ts";
 import type { TokenStats } from "../engine/probs.ts";
 import { syntheticCheckpoint, syntheticConfig } from "../engine/synthetic.ts";
 import { layerWindows } from "../workflows/lib/knockout_configs.ts";
+import { counterfactPrompts } from "./prompts.ts";
 
 /** One row of `deno task bench` (the same shape as bench/table.ts's BenchRow). */
 export interface BenchRow {
@@ -86,28 +87,9 @@ export interface BenchPrompt {
   subject: number[];
 }
 
-/**
- * The first n CounterFact rows whose subject is found: the study's prompt lengths. (The tokenizer
- * and the parquet reader are imported here only, so that a run given its prompts as JSON needs
- * neither.)
- */
-export async function benchPrompts(n: number): Promise<BenchPrompt[]> {
-  const { readParquet } = await import("../workflows/lib/parquet.ts");
-  const { loadTokenizer } = await import("../engine/tokenizer.ts");
-  const { subjectTokens } = await import("../workflows/lib/subject.ts");
-  const t = await readParquet(new URL("../data/counterfact-tracing.parquet", import.meta.url).pathname, {
-    rowEnd: 4 * n + 8,
-    columns: ["prompt", "subject"],
-  });
-  const tok = await loadTokenizer();
-  const out: BenchPrompt[] = [];
-  for (const r of t.rows) {
-    const ids = tok.encode(String(r.prompt));
-    const subject = subjectTokens(tok.decodeEach(ids), String(r.subject));
-    if (subject) out.push({ ids, subject });
-    if (out.length === n) break;
-  }
-  return out;
+/** The first n CounterFact rows whose subject is found: the study's prompt lengths (bench/prompts.ts). */
+export function benchPrompts(n: number): Promise<BenchPrompt[]> {
+  return counterfactPrompts(n);
 }
 
 
@@ -132,12 +114,12 @@ export function benchConfig(shape: string): Mamba2Config {
 }
 
 /** Every knockout of the sweep for one prompt: each flow that blocks something, in every window of k layers. */
-export function sweepConfigs(nLayer: number, prompt: number, ids: number[], subject: number[]): KnockoutConfig[] {
+export function sweepConfigs(nLayer: number, prompt: number, ids: number[], subject: number[], flows: readonly string[] = FLOWS, k = K): KnockoutConfig[] {
   const out: KnockoutConfig[] = [];
-  for (const flow of FLOWS) {
+  for (const flow of flows) {
     const edges = flowEdges(flow, ids.length, subject);
     if (edges.length === 0) continue;
-    for (const w of layerWindows(nLayer, K)) out.push({ prompt, start: w.start, end: w.end, edges, target: 0 });
+    for (const w of layerWindows(nLayer, k)) out.push({ prompt, start: w.start, end: w.end, edges, target: 0 });
   }
   return out;
 }
@@ -191,17 +173,18 @@ export async function timeSweep(
 export async function benchShape(
   gpu: Gpu,
   shape: string,
-  opts: { prompts: number | BenchPrompt[]; fullKnockouts?: number; repeats: number },
+  opts: { prompts: number | BenchPrompt[]; fullKnockouts?: number; repeats: number; flows?: readonly string[]; model?: LanguageModel },
 ): Promise<ShapeResult> {
   const c = benchConfig(shape);
   const ckpt = syntheticCheckpoint(c, 0);
-  const model = await loadModel(gpu, ckpt);
+  // a model given is the caller's (its dtype, kept loaded); else the synthetic one, f32
+  const model = opts.model ?? await loadModel(gpu, ckpt);
   try {
     const prompts = typeof opts.prompts === "number" ? await benchPrompts(opts.prompts) : opts.prompts;
     const configs: KnockoutConfig[] = [];
     const flops = { fast: 0, full: 0 };
     prompts.forEach((p, pi) => {
-      const mine = sweepConfigs(c.nLayer, pi, p.ids, p.subject);
+      const mine = sweepConfigs(c.nLayer, pi, p.ids, p.subject, opts.flows);
       configs.push(...mine);
       const f = sweepFlops(c, p.ids.length, mine.map((k) => ({ start: k.start, t0: Math.min(...k.edges.map(([t]) => t)) })));
       flops.fast += f.fast / prompts.length;
@@ -218,7 +201,7 @@ export async function benchShape(
       flops,
     };
   } finally {
-    model.destroy();
+    if (!opts.model) model.destroy();
     ckpt.close();
   }
 }

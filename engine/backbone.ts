@@ -19,10 +19,11 @@ import {
   type UnitSelector,
 } from "./arch.ts";
 import { type Gpu, readBuffer, Recorder, storageBuffer, uploadBuffer, writeBuffer } from "./gpu.ts";
-import { destroyWeight, type Weight, type WeightDtype, weightBytes } from "./matmul.ts";
+import { destroyWeight, type RowMap, type Weight, type WeightDtype, weightBytes } from "./matmul.ts";
 import type { Ops } from "./ops.ts";
 import { statsFromRows, type TokenStats } from "./probs.ts";
 import { type FastPathBudget, knockoutFastPath } from "./fastpath.ts";
+import { profile } from "./profile.ts";
 
 /** GPU buffers kept from one forward to the next (grown when a batch needs more). */
 export class Workspace {
@@ -84,6 +85,11 @@ export interface BatchIO {
   work: Workspace;
   /** this layer's knockouts, attention mode only */
   knockout: LayerKnockout | null;
+  /**
+   * the real positions among the N rows (null when nothing is padded): row-wise work that costs
+   * (the matmuls) computes only these; what padded rows hold is never read by real ones
+   */
+  real: RowMap | null;
 }
 
 /**
@@ -213,7 +219,7 @@ export class Backbone implements LanguageModel {
     onProgress?: (configsDone: number) => void,
     budget?: FastPathBudget,
   ): Promise<{ base: TokenStats[]; results: TokenStats[] }> {
-    return knockoutFastPath(this, prompts, baseTargets, configs, onProgress, budget);
+    return profile.time("forward", () => knockoutFastPath(this, prompts, baseTargets, configs, onProgress, budget));
   }
 
   async forward(prompts: number[][], opts: ForwardOptions): Promise<Float32Array[]> {
@@ -225,7 +231,11 @@ export class Backbone implements LanguageModel {
     return (await this.forwardDetailed(prompts, { ...opts, targets })).stats!;
   }
 
-  async forwardDetailed(prompts: number[][], opts: ForwardOptions): Promise<ForwardResult> {
+  forwardDetailed(prompts: number[][], opts: ForwardOptions): Promise<ForwardResult> {
+    return profile.time("forward", () => this.forwardBatches(prompts, opts));
+  }
+
+  private async forwardBatches(prompts: number[][], opts: ForwardOptions): Promise<ForwardResult> {
     this.checkInput(prompts, opts);
     const logits: Float32Array[] = opts.targets ? [] : new Array(prompts.length);
     const stats: TokenStats[] | undefined = opts.targets ? new Array(prompts.length) : undefined;
@@ -337,6 +347,17 @@ export class Backbone implements LanguageModel {
       const resid = work.get("residual", N * D * 4); // (N, D)
       let captured: GPUBuffer | null = null;
       if (opts.captureResiduals) owned.push(captured = storageBuffer(gpu, info.nLayer * N * D * 4, "captured"));
+      // the real rows, when some are padding: the matmuls skip the padding
+      const nReal = prompts.reduce((s, p) => s + p.length, 0);
+      let real: RowMap | null = null;
+      if (nReal < N) {
+        const map = new Uint32Array(nReal);
+        let r = 0;
+        prompts.forEach((p, b) => {
+          for (let t = 0; t < p.length; t++) map[r++] = b * T + t;
+        });
+        real = { buffer: upload(map, "real_rows"), count: nReal, of: N };
+      }
       const io: BatchIO = {
         mode: opts.mode,
         B,
@@ -346,6 +367,7 @@ export class Backbone implements LanguageModel {
         lengths: upload(Uint32Array.from(prompts, (p) => p.length), "lengths"),
         work,
         knockout: null,
+        real,
       };
       const rec = new Recorder(gpu);
       this.ops.embed(rec, upload(ids, "ids"), N, this.embedding, resid);
@@ -361,13 +383,13 @@ export class Backbone implements LanguageModel {
       const out = await this.readOutputs(rec, resid, prompts, T, opts);
       let residuals: Float32Array[][] | undefined;
       if (captured) {
-        const all = new Float32Array(await readBuffer(gpu, captured, info.nLayer * N * D * 4));
+        const all = new Float32Array(await profile.time("readback", () => readBuffer(gpu, captured!, info.nLayer * N * D * 4)));
         residuals = prompts.map((p, b) => Array.from({ length: info.nLayer }, (_, l) => all.slice((l * N + b * T) * D, (l * N + b * T + p.length) * D)));
       }
       return { ...out, residuals };
     } finally {
       if (owned.length) {
-        await gpu.device.queue.onSubmittedWorkDone();
+        await profile.time("gpu", () => gpu.device.queue.onSubmittedWorkDone());
         for (const b of owned) b.destroy();
       }
     }
@@ -455,9 +477,12 @@ export class Backbone implements LanguageModel {
       const bytes = Math.ceil((n * width * 4) / 4) * 4;
       rec.copy(targets ? stats : logits, 0, staging, 0, bytes);
       rec.submit();
-      await staging.mapAsync(GPUMapMode.READ, 0, bytes);
-      out.set(new Float32Array(staging.getMappedRange(0, bytes).slice(0)), r0 * width);
-      staging.unmap();
+      await profile.time("gpu", () => gpu.device.queue.onSubmittedWorkDone());
+      await profile.time("readback", async () => {
+        await staging.mapAsync(GPUMapMode.READ, 0, bytes);
+        out.set(new Float32Array(staging.getMappedRange(0, bytes).slice(0)), r0 * width);
+        staging.unmap();
+      });
     }
     return out;
   }

@@ -14,6 +14,7 @@ import { formatUnitSelector, InputError, type KnockoutConfig, type UnitSelector 
 import type { Backbone, RowsIO } from "./backbone.ts";
 import { Recorder, storageBuffer, uploadBuffer } from "./gpu.ts";
 import { statsFromRows, type TokenStats } from "./probs.ts";
+import { profile } from "./profile.ts";
 
 /** How much memory the fast path may hold at once (tests make them small to force many groups and passes). */
 export interface FastPathBudget {
@@ -142,7 +143,7 @@ async function runGroup(
       p0 = p1;
     }
   } finally {
-    await gpu.device.queue.onSubmittedWorkDone();
+    await profile.time("gpu", () => gpu.device.queue.onSubmittedWorkDone());
     for (const b of owned) b.destroy();
   }
 }
@@ -234,7 +235,7 @@ async function recomputeRows(model: Backbone, pass: Placed[], cap: Capture, T: n
     const out = await model.head(rec, resid, n, pass.map((x, j) => offsets[j] + x.len - 1 - x.t0), pass.map((x) => x.k.target));
     return statsFromRows(out, nc);
   } finally {
-    await gpu.device.queue.onSubmittedWorkDone();
+    await profile.time("gpu", () => gpu.device.queue.onSubmittedWorkDone());
     for (const b of [...mine, ...scratch.values()]) b.destroy();
   }
 }

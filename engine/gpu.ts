@@ -1,5 +1,6 @@
 // GPU plumbing: device creation with the adapter's own limits, buffers, compute pipelines,
 // dispatch and read-back. Nothing here knows about Mamba-2.
+import { profile } from "./profile.ts";
 
 export class GpuError extends Error {
   override name = "GpuError";
@@ -12,6 +13,10 @@ export interface Gpu {
   hasF16: boolean;
   /** Largest storage binding, a multiple of 16 bytes. */
   maxBinding: number;
+  /** A CPU driver (lavapipe/llvmpipe, SwiftShader, any fallback adapter): the matmul plans are not tuned there (engine/matmul_tune.ts). */
+  cpu: boolean;
+  /** What is tuned per adapter is kept under this: vendor, architecture, device, description (Mesa's names its LLVM), Deno's version (its wgpu). */
+  adapterKey: string;
 }
 
 const NO_ADAPTER_HELP = "no WebGPU adapter found: install a Vulkan driver (Debian/Ubuntu: apt-get install mesa-vulkan-drivers " +
@@ -45,7 +50,9 @@ export async function createGpu(): Promise<Gpu> {
   const words = [info.description, info.device, info.vendor, info.architecture].filter((s) => s && !/^\d+$/.test(s));
   const adapterInfo = [...new Set(words)].join(" / ") || "unknown adapter";
   const maxBinding = Math.floor(Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize) / 16) * 16;
-  return { device, adapterInfo, limits: device.limits, hasF16, maxBinding };
+  const cpu = (info as GPUAdapterInfo & { isFallbackAdapter?: boolean }).isFallbackAdapter === true || /llvmpipe|lavapipe|swiftshader/i.test(info.description);
+  const adapterKey = [info.vendor, info.architecture, info.device, info.description, Deno.version.deno].join("|");
+  return { device, adapterInfo, limits: device.limits, hasF16, maxBinding, cpu, adapterKey };
 }
 
 const STORAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
@@ -154,8 +161,13 @@ export class Recorder {
   }
 
   submit(): void {
-    this.gpu.device.queue.submit([this.encoder.finish()]);
-    const done = this.gpu.device.queue.onSubmittedWorkDone();
+    const commands = this.encoder.finish();
+    // Deno's onSubmittedWorkDone() waits for the device before it returns its promise: the device's
+    // time is spent in these two calls (on lavapipe, the kernels' whole run)
+    const done = profile.timeSync("gpu", () => {
+      this.gpu.device.queue.submit([commands]);
+      return this.gpu.device.queue.onSubmittedWorkDone();
+    });
     const bufs = this.transient.splice(0);
     done.then(() => bufs.forEach((b) => b.destroy()));
   }

@@ -4,7 +4,7 @@
 import type { Gpu, Recorder } from "./gpu.ts";
 import { storageBuffer } from "./gpu.ts";
 import { type Bound, f32s, groups, type Kernel, loadKernels } from "./kernel.ts";
-import { type F16Kernel, Matmul, type MatmulPlan, type Weight } from "./matmul.ts";
+import { type F16Kernel, Matmul, type MatmulPlan, type RowMap, type Weight } from "./matmul.ts";
 
 const KERNELS = ["embedding", "embedding_f16", "rmsnorm", "conv1d_silu", "rows_conv_silu", "dt_softplus", "gather_rows", "row_stats"] as const;
 
@@ -60,7 +60,7 @@ export class Ops {
   }
 
   /** y[:, yCol : yCol + w.rows] (+)= x (m, w.cols) @ w^T (engine/matmul.ts) */
-  matmul(rec: Recorder, x: GPUBuffer, w: Weight, y: GPUBuffer, m: number, opts: { accumulate?: boolean; yStride?: number; yCol?: number; plan?: MatmulPlan } = {}) {
+  matmul(rec: Recorder, x: GPUBuffer, w: Weight, y: GPUBuffer, m: number, opts: { accumulate?: boolean; yStride?: number; yCol?: number; plan?: MatmulPlan; rows?: RowMap } = {}) {
     this.mm.record(rec, x, w, y, m, opts);
   }
 

@@ -2,7 +2,8 @@
 // The generic path for any k (engine/matmul.ts sends k a multiple of 8 to matmul_tiled.wgsl, which
 // is far faster): one output per invocation. w may be one row chunk of a larger weight (the
 // tied lm_head is split across bindings); y_col places the chunk's outputs in the full row.
-// accumulate = 1 adds into y (residual add). The weights come through w1() of
+// accumulate = 1 adds into y (residual add). With has_rows = 1 the m rows computed are rows[0..m)
+// of x and y (the real positions of a padded batch), otherwise rows 0..m-1. The weights come through w1() of
 // matmul_weights_<dtype>.wgsl, prepended by engine/matmul.ts.
 
 struct Params {
@@ -13,7 +14,7 @@ struct Params {
   y_stride: u32, // row stride of y
   y_col: u32, // column of y where this chunk's outputs start
   accumulate: u32,
-  _pad: u32,
+  has_rows: u32, // 1: computed row i is row rows[i] of x and y
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -22,12 +23,15 @@ struct Params {
 // w: binding 2, declared by the weights include
 // y: (m, y_stride) f32
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
+// rows: (m) u32, the rows of x and y computed (read when has_rows = 1)
+@group(0) @binding(4) var<storage, read> rows: array<u32>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = gid.x + gid.y * nwg.x * 64u;
   if (i >= p.m * p.n) { return; }
-  let row = i / p.n;
+  var row = i / p.n;
+  if (p.has_rows != 0u) { row = rows[row]; }
   let col = i % p.n;
   var acc = 0.0;
   for (var k = 0u; k < p.k; k++) {

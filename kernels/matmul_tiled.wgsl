@@ -11,6 +11,9 @@
 // a second load. The weights come through w8() of matmul_weights_<dtype>.wgsl (f32, or halves
 // converted to f32 on load); accumulation is f32.
 //
+// With has_rows = 1 the m rows computed are rows[0..m) of x and of y (the real positions of a
+// padded batch: the padding is never computed); otherwise rows 0..m-1.
+//
 // Template, expanded by engine/matmul.ts before compiling: {R} {NC} {C} {WG} are replaced by
 // numbers; a line mentioning {r} is repeated for r = 0..R-1, one mentioning {j} for
 // j = 0..NC-1, one mentioning both for every (r, j) pair, r outer.
@@ -23,7 +26,7 @@ struct Params {
   y_stride: u32, // row stride of y
   y_col: u32, // column of y where this chunk's outputs start
   accumulate: u32, // 1: y += x @ w^T (residual add)
-  _pad: u32,
+  has_rows: u32, // 1: computed row i is row rows[i] of x and y
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -32,6 +35,13 @@ struct Params {
 // w: binding 2, declared by the weights include
 // y: (m, y_stride) f32
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
+// rows: (m) u32, the rows of x and y computed (read when has_rows = 1)
+@group(0) @binding(4) var<storage, read> rows: array<u32>;
+
+fn row_of(i: u32) -> u32 {
+  if (p.has_rows != 0u) { return rows[i]; }
+  return i;
+}
 
 fn store4(row: u32, col: u32, v: vec4<f32>) {
   for (var i = 0u; i < 4u; i++) {
@@ -52,7 +62,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   let row0 = gid.y * {R}u;
   let k4 = 2u * p.kb;
   // Rows past the end are clamped to the last one (loads stay in bounds); their results are dropped.
-  let xr{r} = min(row0 + {r}u, p.m - 1u) * k4;
+  let xr{r} = row_of(min(row0 + {r}u, p.m - 1u)) * k4;
   let wr{j}_0 = min(col0 + 4u * {j}u, p.n - 1u) * p.w_stride;
   let wr{j}_1 = min(col0 + 4u * {j}u + 1u, p.n - 1u) * p.w_stride;
   let wr{j}_2 = min(col0 + 4u * {j}u + 2u, p.n - 1u) * p.w_stride;
@@ -73,5 +83,5 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
     acc{r}_{j} += xl{r} * lo{j} + xh{r} * hi{j};
   }
 
-  if (row0 + {r}u < p.m) { store4(row0 + {r}u, col0 + 4u * {j}u, acc{r}_{j}); }
+  if (row0 + {r}u < p.m) { store4(row_of(row0 + {r}u), col0 + 4u * {j}u, acc{r}_{j}); }
 }

@@ -12,7 +12,9 @@ Deno.test("deno task bench --quick: every section, one table of finite numbers",
   assert(lines[0].startsWith("| section | benchmark | value | unit |"), `no table header in:\n${stdout}`);
   const rows = lines.slice(1).map((l) => l.split(" | ").map((c) => c.trim()));
   const sections = new Set(rows.map((r) => r[0].replace(/^\| /, "")));
-  for (const s of ["ceilings", "matmul", "prefill", "construct", "knockout", "load", "transformer"]) assert(sections.has(s), `no ${s} rows:\n${stdout}`);
+  for (const s of ["ceilings", "matmul", "prefill", "construct", "knockout", "load", "transformer", "original"]) assert(sections.has(s), `no ${s} rows:\n${stdout}`);
+  // this project's side of the comparison with the original code is always measured; the original's where python3-torch is
+  assert(rows.some((r) => r[0].endsWith("original") && r[1].startsWith("01_construct (scan + attention), this project")), "our 01_construct per prompt");
   for (const r of rows) {
     const v = Number(r[2]);
     assert(Number.isFinite(v) && v > 0, `not a positive number: ${r.join(" | ")}`);

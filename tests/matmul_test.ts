@@ -96,7 +96,13 @@ const TILED_CASES: Case[] = [
 ];
 
 // every register block the planner can pick, forced, on shapes with ragged edges
-const FORCED: MatmulPlan[] = [1, 2, 4, 8, 16].flatMap((R) => [1, 2, 4].map((NC) => ({ kind: "tiled" as const, R, NC, WG: R === 16 ? 64 : 16 })));
+const FORCED: MatmulPlan[] = [
+  ...[1, 2, 4, 8, 16].flatMap((R) => [1, 2, 4].map((NC) => ({ kind: "tiled" as const, R, NC, WG: R === 16 ? 64 : 16 }))),
+  // the split-k kernel of GPUs (engine/matmul_tune.ts's candidates): k shared by the lanes of a workgroup
+  { kind: "splitk", R: 1, NC: 1, WG: 64 },
+  { kind: "splitk", R: 4, NC: 1, WG: 256 },
+  { kind: "splitk", R: 3, NC: 2, WG: 4 },
+];
 
 for (const dtype of ["f32", "f16"] as const) {
   for (const f16Kernel of (dtype === "f32" ? ["packed"] : ["packed", "native"]) as F16Kernel[]) {
@@ -124,7 +130,8 @@ for (const dtype of ["f32", "f16"] as const) {
       const ops = await getOps(gpu, f16Kernel);
       let seed = 200;
       for (const plan of FORCED) {
-        for (const [m, n, k] of [[1, 45, 16], [plan.kind === "tiled" ? plan.R + 3 : 5, 77, 24], [33, 9, 8]]) {
+        // k up to 120: a split-k workgroup's lanes get several steps each, or none
+        for (const [m, n, k] of [[1, 45, 16], [plan.kind === "generic" ? 5 : plan.R + 3, 77, 24], [33, 9, 8], [2, 13, 120]]) {
           await check(gpu, ops, dtype, { m, n, k, plan, accumulate: seed % 2 === 0, yStride: n + 3, yCol: 2 }, seed++);
         }
       }
@@ -145,6 +152,43 @@ for (const dtype of ["f32", "f16"] as const) {
     });
   }
 }
+
+Deno.test("matmul with a row map: the listed rows of x and y only, the others untouched bit for bit", async () => {
+  const gpu = await getGpu();
+  const ops = await getOps(gpu, "packed");
+  const r = seeded(400);
+  // a padded batch: 4 prompts of lengths 5, 2, 7, 1 padded to 7 rows each
+  const T = 7, lengths = [5, 2, 7, 1], of = T * lengths.length;
+  const rows = lengths.flatMap((len, b) => Array.from({ length: len }, (_, t) => b * T + t));
+  const map = uploadBuffer(gpu, Uint32Array.from(rows), "rows");
+  const plans: (MatmulPlan | undefined)[] = [undefined, { kind: "tiled", R: 16, NC: 4, WG: 64 }, { kind: "tiled", R: 4, NC: 2, WG: 16 }, { kind: "tiled", R: 1, NC: 2, WG: 16 }];
+  for (const dtype of ["f32", "f16"] as const) {
+    for (const [n, k, plan] of [...plans.map((p) => [37, 24, p] as const), [29, 13, undefined] as const]) {
+      const x = rand(r, of * k), wData = rand(r, n * k);
+      const wRef = dtype === "f16" ? halfToFloat32(float32ToHalf(wData)) : wData;
+      const y0 = rand(r, of * n);
+      const w = uploadWeight(gpu, wData, n, k, "w", dtype);
+      const xb = uploadBuffer(gpu, x, "x"), yb = uploadBuffer(gpu, y0, "y");
+      const rec = new Recorder(gpu);
+      ops.matmul(rec, xb, w, yb, rows.length, { accumulate: true, plan, rows: { buffer: map, count: rows.length, of } });
+      rec.submit();
+      const got = new Float32Array(await readBuffer(gpu, yb, of * n * 4));
+      const want = ref.matmul(x, wRef, of, n, k, { y: Float64Array.from(y0), accumulate: true });
+      const what = `${dtype} n=${n} k=${k} ${JSON.stringify(plan ?? matmulPlan(rows.length, n, k))}`;
+      for (let row = 0; row < of; row++) {
+        for (let j = 0; j < n; j++) {
+          const i = row * n + j;
+          if (rows.includes(row)) assert(Math.abs(got[i] - want[i]) <= TOL * Math.max(1, Math.abs(want[i])), `${what}: y[${row}, ${j}] = ${got[i]}, want ${want[i]}`);
+          else assert(Object.is(got[i], y0[i]), `${what}: padded row ${row} changed`);
+        }
+      }
+      destroyWeight(w);
+      xb.destroy();
+      yb.destroy();
+    }
+  }
+  map.destroy();
+});
 
 Deno.test("uploadWeight: f16 rows padded to 8 halves, f32 stored as given, conversions both ways", async () => {
   const gpu = await getGpu();

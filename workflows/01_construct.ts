@@ -19,23 +19,8 @@ import { fixedGroups } from "./lib/groups.ts";
 import { RowLog } from "./lib/resume.ts";
 import { defineStage, type StageContext } from "./lib/stage.ts";
 
-export const MODES = ["scan", "attention"] as const;
-export type Mode = typeof MODES[number];
-
-/** One prompt to run: its dataset row, token ids and the true token. */
-export interface PromptItem {
-  row: number;
-  ids: number[];
-  trueId: number;
-}
-
-/** What a forward pass gives for one prompt (what the resume log keeps). */
-export interface RowResult {
-  row: number;
-  true_prob: number;
-  max_prob: number;
-  pred_id: number;
-}
+import { MODES, type Mode, type PromptItem, type RowResult, runBatch } from "./lib/construct_run.ts";
+export { MODES, type Mode, type PromptItem, type RowResult, runBatch };
 
 /** Token ids of every selected row; the true id is the first token of target_true. */
 export function tokenizeRows(tok: TextTokenizer, rows: number[], data: Record<string, unknown>[]): PromptItem[] {
@@ -49,13 +34,6 @@ export function tokenizeRows(tok: TextTokenizer, rows: number[], data: Record<st
     if (ids.length === 0 || t.length === 0) throw new UserError(`dataset row ${row}: the prompt or target_true encodes to no tokens`);
     return { row, ids, trueId: t[0] };
   });
-}
-
-/** One batch through the model: the statistics of each prompt's last position. */
-export async function runBatch(model: LanguageModel, batch: PromptItem[], mode: Mode): Promise<RowResult[]> {
-  // the softmax statistics are computed on the GPU: 4 numbers per prompt come back, not the vocabulary
-  const stats = await model.forwardStats(batch.map((b) => b.ids), batch.map((b) => b.trueId), { mode });
-  return batch.map((b, k) => ({ row: b.row, true_prob: stats[k].trueProb, max_prob: stats[k].maxProb, pred_id: stats[k].predId }));
 }
 
 /** One output row: the prompt, its result, and the text of the prediction. */

@@ -11,7 +11,7 @@ import type { Checkpoint } from "../checkpoint/mod.ts";
 import type { LoadOptions } from "../families.ts";
 import type { Gpu, Recorder } from "../gpu.ts";
 import { WeightLoader } from "../loading.ts";
-import { destroyWeight, type Weight } from "../matmul.ts";
+import { destroyWeight, type RowMap, type Weight } from "../matmul.ts";
 import { Ops } from "../ops.ts";
 import { type Mamba2Config, parseMamba2Config } from "./config.ts";
 import { Mamba2Ops, type SsdShape } from "./ops.ts";
@@ -89,12 +89,14 @@ export class Mamba2Stack implements LayerStack {
    * One layer on `rows` rows: the step sequence of every mode. `conv` records step 3 (xbc from
    * zxbcdt) and `ssd` step 5 (y from xbc and dt), which are what the modes do differently.
    */
-  private recordLayerSteps(rec: Recorder, l: number, rows: number, b: LayerBufs, conv: () => void, ssd: () => void) {
+  private recordLayerSteps(rec: Recorder, l: number, rows: number, b: LayerBufs, conv: () => void, ssd: () => void, real: RowMap | null = null) {
     const c = this.config, w = this.layers[l], ops = this.ops;
+    // the matmuls compute the real rows only (a padded batch's padding is never read by them)
+    const mRows = real ? real.count : rows;
     // 1. hidden = RMSNorm(residual)
     ops.rmsnorm(rec, b.resid, w.norm, b.hidden, rows, c.dModel, c.normEps);
     // 2. (z, xBC, dt) = in_proj(hidden)
-    ops.matmul(rec, b.hidden, w.inProj, b.zxbcdt, rows);
+    ops.matmul(rec, b.hidden, w.inProj, b.zxbcdt, mRows, { rows: real ?? undefined });
     // 3. xBC = SiLU(conv1d(xBC)), causal within each prompt
     conv();
     // 4. dt = clamp(softplus(dt + dt_bias), dt_limit)
@@ -104,7 +106,7 @@ export class Mamba2Stack implements LayerStack {
     // 6. y = RMSNorm_group(y * SiLU(z))
     this.m2.gatedRmsnorm(rec, b.y, b.zxbcdt, w.gatedNorm, b.yNorm, { rows, dInner: c.dInner, ngroups: c.ngroups, zStride: c.dInProj, eps: c.gatedNormEps });
     // 7. residual += out_proj(y)
-    ops.matmul(rec, b.yNorm, w.outProj, b.resid, rows, { accumulate: true });
+    ops.matmul(rec, b.yNorm, w.outProj, b.resid, mRows, { accumulate: true, rows: real ?? undefined });
   }
 
   recordLayer(rec: Recorder, l: number, io: BatchIO): Record<string, GPUBuffer> {
@@ -137,7 +139,7 @@ export class Mamba2Stack implements LayerStack {
       } else {
         this.m2.ssdScan(rec, b.xbc, b.dt, w.a, w.d, io.lengths, b.y, s);
       }
-    });
+    }, io.real);
     return { zxbcdt: b.zxbcdt, xbc: b.xbc, dt: b.dt };
   }
 

@@ -3,6 +3,7 @@
 // complete new one, never a partial file under the final name.
 
 import { basename, dirname, join } from "node:path";
+import { profile } from "../../engine/profile.ts";
 
 let counter = 0;
 
@@ -25,7 +26,11 @@ export function syncDir(dir: string): void {
   }
 }
 
-export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
+export function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
+  return profile.time("write", () => writeAtomic(path, data));
+}
+
+async function writeAtomic(path: string, data: Uint8Array | string): Promise<void> {
   const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
   await Deno.mkdir(dirname(path), { recursive: true });
   const tmp = tempName(path);

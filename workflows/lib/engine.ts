@@ -5,6 +5,7 @@ import { createGpu, type Gpu } from "../../engine/gpu.ts";
 import { type Checkpoint, openCheckpoint } from "../../engine/checkpoint/mod.ts";
 import type { LanguageModel } from "../../engine/arch.ts";
 import { loadModel as loadFamilyModel } from "../../engine/families.ts";
+import { profile } from "../../engine/profile.ts";
 
 export type { Checkpoint, Gpu, LanguageModel };
 
@@ -23,7 +24,11 @@ export function openModel(id: string, opts: { offline?: boolean; verify?: boolea
 }
 
 /** `vocabSize`: the tokenizer's (the real vocabulary, engine/families.ts realVocabSize). */
-export async function loadModel(ckpt: Checkpoint, opts: { dtype?: "f32" | "f16"; vocabSize?: number } = {}): Promise<LoadedModel> {
+export function loadModel(ckpt: Checkpoint, opts: { dtype?: "f32" | "f16"; vocabSize?: number } = {}): Promise<LoadedModel> {
+  return profile.time("load", () => load(ckpt, opts));
+}
+
+async function load(ckpt: Checkpoint, opts: { dtype?: "f32" | "f16"; vocabSize?: number }): Promise<LoadedModel> {
   const gpu = await createGpu();
   let isLost = false;
   gpu.device.lost.then(() => {

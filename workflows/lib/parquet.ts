@@ -6,6 +6,7 @@
 import { parquetMetadataAsync, parquetReadObjects } from "hyparquet";
 import { parquetWriteBuffer } from "hyparquet-writer";
 import { writeFileAtomic } from "./atomic.ts";
+import { profile } from "../../engine/profile.ts";
 import { UserError } from "./errors.ts";
 
 export type ColumnType = "STRING" | "INT32" | "INT64" | "DOUBLE" | "BOOLEAN" | "INT32_LIST";
@@ -70,8 +71,8 @@ export function encodeParquet(columns: Column[], kvMetadata: Record<string, stri
   return new Uint8Array(buf);
 }
 
-export async function writeParquet(path: string, columns: Column[], kvMetadata?: Record<string, string>): Promise<void> {
-  await writeFileAtomic(path, encodeParquet(columns, kvMetadata));
+export function writeParquet(path: string, columns: Column[], kvMetadata?: Record<string, string>): Promise<void> {
+  return profile.time("write", () => writeFileAtomic(path, encodeParquet(columns, kvMetadata)));
 }
 
 /**

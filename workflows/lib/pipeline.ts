@@ -13,7 +13,7 @@ import { checkRunFolder, lockRunDir, RUN_CONFIG } from "./lock.ts";
 import { checkParamsAgainstModel, type Plan, planLines, planStages, type RunTarget, runName, type Selection, selectStages } from "./plan.ts";
 import { formatRows, selectRows } from "./rows.ts";
 import { runShard } from "./run_shard.ts";
-import { runStage } from "./run_stage.ts";
+import { profileLine, runStage } from "./run_stage.ts";
 import { completeSet, describeMissing, missingShards, parseShard, shardLabel, shardRecords, type ShardSet, type ShardSpec, shardsRoot } from "./shard.ts";
 import type { RunSession } from "./stage_context.ts";
 import type { StageDef } from "./stage.ts";
@@ -248,11 +248,12 @@ async function runPlans(toRun: Plan[], target: RunTarget, io: PipelineIO, mode: 
             shardCount = merge.count;
           }
         } else if (p.def.shardable && p.shards.length) io.say(`${name}: its shards are not used (--force computes it in this process)`);
-        const { ctx, wallS } = await runStage(p, target, session, merge);
+        const { ctx, manifest, wallS } = await runStage(p, target, session, merge);
         effectiveConfig.stagesRun.push(name);
         await writeJsonAtomic(join(runDir, RUN_CONFIG), effectiveConfig);
         const counts = Object.entries(ctx.counts).map(([k, v]) => `${k} ${v}`).join(", ");
         io.say(`${name}: ${merge ? "merged" : "done"} in ${wallS.toFixed(1)} s${counts ? ` (${counts})` : ""}`);
+        io.say(`${name}: time ${profileLine(manifest.profile ?? {})}`);
       }
     });
   } finally {

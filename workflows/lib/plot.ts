@@ -7,6 +7,7 @@ import { compile, type TopLevelSpec } from "vega-lite";
 import { initWasm, Resvg } from "@resvg/resvg-wasm";
 import { join } from "node:path";
 import { writeFileAtomic } from "./atomic.ts";
+import { profile } from "../../engine/profile.ts";
 
 export const FONT_FAMILY = "DejaVu Sans";
 
@@ -79,7 +80,11 @@ export async function svgToPng(svg: string, scale = 2): Promise<Uint8Array> {
 }
 
 /** Render a spec and write `<base>.svg`, `<base>.png` and the spec itself `<base>.vl.json`. */
-export async function writeFigure(dir: string, base: string, spec: TopLevelSpec): Promise<string[]> {
+export function writeFigure(dir: string, base: string, spec: TopLevelSpec): Promise<string[]> {
+  return profile.time("write", () => renderFigure(dir, base, spec));
+}
+
+async function renderFigure(dir: string, base: string, spec: TopLevelSpec): Promise<string[]> {
   const svg = await vegaLiteToSvg(spec);
   const png = await svgToPng(svg);
   const files = [`${base}.vl.json`, `${base}.svg`, `${base}.png`];

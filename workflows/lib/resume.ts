@@ -6,6 +6,7 @@
 
 import { dirname } from "node:path";
 import { syncDir } from "./atomic.ts";
+import { profile } from "../../engine/profile.ts";
 
 export interface RowRecord {
   row: number;
@@ -78,7 +79,11 @@ export class RowLog<T extends RowRecord> {
   }
 
   /** Save finished records durably (one write, then fsync). */
-  async append(records: T[]): Promise<void> {
+  append(records: T[]): Promise<void> {
+    return profile.time("write", () => this.write(records));
+  }
+
+  private async write(records: T[]): Promise<void> {
     if (records.length === 0) return;
     const text = records.map((r) => JSON.stringify(r)).join("\n") + "\n";
     const bytes = new TextEncoder().encode(text);

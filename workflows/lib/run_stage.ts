@@ -6,6 +6,7 @@
 import { join } from "node:path";
 import { exists, removeStaleTemps, writeJsonAtomic } from "./atomic.ts";
 import { engineSha256, outputRecord } from "./manifest.ts";
+import { profile, profileSpan } from "../../engine/profile.ts";
 import { outputsOf, type Plan, type RunTarget } from "./plan.ts";
 import { fillFromShards, type ShardSet, shardsRoot } from "./shard.ts";
 import { formatRows } from "./rows.ts";
@@ -23,6 +24,7 @@ export async function runStage(plan: Plan, target: RunTarget, session: RunSessio
   const def = plan.def;
   const dir = plan.dir;
   const t0 = performance.now();
+  const counters = profile.snapshot();
   // load the model before anything is written: a model that cannot be loaded leaves earlier outputs as they were
   if (def.inputs.model && !merge) await target.inputs.model((m) => session.say(`${def.name}: ${m}`));
   await Deno.mkdir(dir, { recursive: true });
@@ -38,7 +40,10 @@ export async function runStage(plan: Plan, target: RunTarget, session: RunSessio
     if (!(await exists(path))) throw new Error(`stage ${def.name} finished without writing ${f}`);
     outputs[f] = await outputRecord(path);
   }
-  const wallS = (performance.now() - t0) / 1000;
+  const wallMs = performance.now() - t0;
+  const wallS = wallMs / 1000;
+  // where the stage's time went: the parts add up to wallTimeS (engine/profile.ts)
+  const spent = Object.fromEntries(Object.entries(profileSpan(counters, profile.snapshot(), wallMs)).map(([k, v]) => [k, Math.round(v * 1000) / 1000]));
   const engine: Record<string, unknown> = { deno: Deno.version.deno };
   if (def.inputs.model) {
     // merged: the shards' adapters computed the numbers
@@ -51,6 +56,7 @@ export async function runStage(plan: Plan, target: RunTarget, session: RunSessio
     title: def.title,
     finishedAt: new Date().toISOString(),
     wallTimeS: Math.round(wallS * 1000) / 1000,
+    profile: spent,
     engine,
     counts: ctx.counts,
     info: shards ? { ...ctx.info, shards } : ctx.info,
@@ -65,4 +71,10 @@ export async function runStage(plan: Plan, target: RunTarget, session: RunSessio
     await Deno.remove(join(dir, "shards")).catch(() => {}); // only when no other key's shards are left
   }
   return { ctx, manifest, wallS };
+}
+
+/** "load 9.1 s, gpu 3.2 s, ..." (parts that took at least 0.05 s, largest first) for the run's log. */
+export function profileLine(parts: Record<string, number>): string {
+  const shown = Object.entries(parts).filter(([, s]) => s >= 0.05).sort((x, y) => y[1] - x[1]);
+  return shown.length ? shown.map(([k, s]) => `${k} ${s.toFixed(1)} s`).join(", ") : "under 0.1 s";
 }

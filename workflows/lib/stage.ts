@@ -162,6 +162,8 @@ export interface Manifest extends KeyMaterial {
   title: string;
   finishedAt: string;
   wallTimeS: number;
+  /** seconds of wallTimeS by part (engine/profile.ts): load, forward, gpu, readback, write, other */
+  profile?: Record<string, number>;
   engine: Record<string, unknown>;
   counts: Record<string, number>;
   info: Record<string, unknown>;
