@@ -6,7 +6,8 @@ import { type PipelineFlags, runPipeline } from "./pipeline.ts";
 import type { ParamSpec, StageDef } from "./stage.ts";
 
 const COMMON = `  --config FILE        study configuration (default: study.config.json)
-  --model M            checkpoint folder or Hugging Face id (default from the config)
+  --model M            checkpoint folder or Hugging Face id (default from the config); repeat it for a
+                       study of several models (--model A --model B)
   --dtype f32|f16      weights on the GPU (default from the config, else f32)
   --dataset FILE       CounterFact parquet (default from the config)
   --tokenizer FILE     tokenizer.json (default from the config)
@@ -65,7 +66,7 @@ export async function cli(args: string[], stages: StageDef[], mode: "pipeline" |
       strict: true,
       options: {
         config: { type: "string" },
-        model: { type: "string" },
+        model: { type: "string", multiple: true },
         dtype: { type: "string" },
         dataset: { type: "string" },
         tokenizer: { type: "string" },

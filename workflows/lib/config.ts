@@ -9,13 +9,17 @@ import type { Params, ParamSpec, StageDef } from "./stage.ts";
 export const REPO_ROOT = resolve(dirname(new URL(import.meta.url).pathname), "../..");
 export const DEFAULT_CONFIG_PATH = resolve(REPO_ROOT, "study.config.json");
 
-const TOP_KEYS = ["$comment", "model", "dtype", "dataset", "tokenizer", "outputs", "rows", "limit", "stages"] as const;
+const TOP_KEYS = ["$comment", "model", "models", "study", "dtype", "dataset", "tokenizer", "outputs", "rows", "limit", "stages"] as const;
 export const DTYPES = ["f32", "f16"] as const;
 export type Dtype = typeof DTYPES[number];
 
 export interface StudyConfig {
   configPath: string;
-  model: string; // hub id, or an absolute path when it names a local folder
+  model: string; // hub id, or an absolute path when it names a local folder (in a study of several: the one being run)
+  /** every model of the study, in order (`models`, or `[model]`); model === models[0] until the pipeline picks one */
+  models: string[];
+  /** the study's folder name under `outputs` (`study`, else derived from the models: lib/plan.ts studyName) */
+  study?: string;
   dtype: Dtype; // weights on the GPU
   dataset: string; // absolute
   tokenizer: string; // absolute
@@ -26,7 +30,8 @@ export interface StudyConfig {
 }
 
 export interface ConfigOverrides {
-  model?: string;
+  /** one model, or several (`--model A --model B`): a study of several models */
+  model?: string | string[];
   dtype?: string;
   dataset?: string;
   tokenizer?: string;
@@ -94,6 +99,35 @@ export function relOrAbs(p: string): string {
 
 function knownList(xs: Iterable<string>): string {
   return [...xs].join(", ");
+}
+
+/**
+ * The study's models: `--model` (one or several) over the file's `models` (a list) or `model` (one);
+ * local folders resolved. Both `model` and `models`, an empty list or a model named twice: one-line errors.
+ */
+function studyModels(c: Record<string, unknown>, shown: string, base: string, over: string | string[] | undefined, cwd: string): string[] {
+  const given = over === undefined ? [] : typeof over === "string" ? [over] : over;
+  let models: string[];
+  if (given.length) models = given.map((m) => resolveModel(m, cwd));
+  else {
+    if (c.model !== undefined && c.models !== undefined) throw new UserError(`${shown}: give "model" (one) or "models" (a list), not both`);
+    if (c.models !== undefined) {
+      const ms = c.models;
+      if (!Array.isArray(ms) || ms.length === 0 || ms.some((m) => typeof m !== "string" || m === "")) {
+        throw new UserError(`${shown}: "models" must be a non-empty list of model ids or folders`);
+      }
+      models = (ms as string[]).map((m) => resolveModel(m, base));
+    } else if (c.model !== undefined) {
+      if (typeof c.model !== "string" || c.model === "") throw new UserError(`${shown}: "model" must be a non-empty string`);
+      models = [resolveModel(c.model, base)];
+    } else throw new UserError(`no model: set "model" or "models" in ${shown} or pass --model`);
+  }
+  const seen = new Set<string>();
+  for (const m of models) {
+    if (seen.has(m)) throw new UserError(`the model ${relOrAbs(m)} is named twice in the study; name each model once`);
+    seen.add(m);
+  }
+  return models;
 }
 
 export async function loadConfig(
@@ -172,8 +206,11 @@ export async function loadConfig(
 
   for (const s of stages) s.check?.(stageParams[s.name]);
 
-  const model = over.model ? resolveModel(over.model, cwd) : str("model") ? resolveModel(str("model")!, base) : undefined;
-  if (!model) throw new UserError(`no model: set "model" in ${shown} or pass --model`);
+  const models = studyModels(c, shown, base, over.model, cwd);
+  const study = str("study");
+  if (study !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._+-]*$/.test(study)) {
+    throw new UserError(`${shown}: "study" ${JSON.stringify(study)} must be a folder name (letters, digits, . _ + -)`);
+  }
   const dataset = over.dataset ? resolve(cwd, over.dataset) : str("dataset") ? resolve(base, str("dataset")!) : undefined;
   if (!dataset) throw new UserError(`no dataset: set "dataset" in ${shown} or pass --dataset`);
   const tokenizer = over.tokenizer
@@ -197,5 +234,5 @@ export async function loadConfig(
     }
     limit = n;
   }
-  return { configPath: path, model, dtype: dtype as Dtype, dataset, tokenizer, outputs, rows, limit, stages: stageParams };
+  return { configPath: path, model: models[0], models, study, dtype: dtype as Dtype, dataset, tokenizer, outputs, rows, limit, stages: stageParams };
 }
