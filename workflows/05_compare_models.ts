@@ -209,6 +209,9 @@ export function compareFigure(f: CompareFigure, curves: Curve[], models: ModelSu
     scale: { domain: labels, range: labels.map((_, i) => MODEL_PALETTE[i % MODEL_PALETTE.length]) },
   };
   const bands = values.some((v) => v.n > 1 && v.change_lo !== null);
+  // the unblocked accuracy as a rule when every model has the same (100 % with all-models-correct)
+  const bases = [...new Set(mine.map((c) => (100 * c.base_accuracy).toFixed(6)))];
+  const baseRule = bases.length === 1 ? Number(bases[0]) : null;
   const x = { field: "depth", type: "quantitative", title: "window position, % of the model's layers", scale: { domain: [0, 100], nice: false } };
   const panel = (field: "accuracy" | "change", title: string) => ({
     width: 300,
@@ -247,11 +250,13 @@ export function compareFigure(f: CompareFigure, curves: Curve[], models: ModelSu
           ],
         },
       },
-      {
-        data: { values: [{}] },
-        mark: { type: "rule", color: "#888", strokeDash: [4, 3] },
-        encoding: { y: { datum: field === "accuracy" ? 100 : 0, type: "quantitative" } },
-      },
+      ...(field === "change" || baseRule !== null
+        ? [{
+          data: { values: [{}] },
+          mark: { type: "rule", color: "#888", strokeDash: [4, 3] },
+          encoding: { y: { datum: field === "accuracy" ? baseRule : 0, type: "quantitative" } },
+        }]
+        : []),
     ],
   });
   return {
@@ -261,7 +266,8 @@ export function compareFigure(f: CompareFigure, curves: Curve[], models: ModelSu
       subtitle: [
         `${SPLIT_LABEL.all} · heads: ${f.heads} · conv path: ${f.conv ? "cut too" : "open"}`,
         `x: the window's position as % of each model's layers`,
-        `line: mean${bands ? ", band: 95 % bootstrap CI" : ""} · dashed rule: 100 % / no change`,
+        `line: mean${bands ? ", band: 95 % bootstrap CI" : ""} · dashed rule: ` +
+        (baseRule !== null ? `accuracy without knockout (${baseRule.toFixed(1)} %), no change` : "no change"),
       ],
       anchor: "start",
     },
