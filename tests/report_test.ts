@@ -42,7 +42,7 @@ Deno.test("the report of a two-model study: written by one command, every page d
   const out = join(tmp, "study");
   const report = join(out, "report");
   const args = [
-    "--model", FIXTURE, "--model", GROUPS, "--limit", "24", "--out", out,
+    "--models", `${FIXTURE},${GROUPS}`, "--limit", "24", "--out", out,
     "--set", "03_info_flow.filter=all", "--set", "03_info_flow.k=1,3", "--set", "03_info_flow.heads=all,not-fast:1/3",
     "--set", "03_info_flow.conv=false,true", "--set", "03_info_flow.bootstrap=100",
     "--set", "04_heatmap.filter=all", "--set", "04_heatmap.k=2", "--heatmap-prompts", "0-3", "--set", "06_report.prompts=10",

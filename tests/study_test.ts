@@ -13,7 +13,7 @@ import { readParquet, writeParquet } from "../workflows/lib/parquet.ts";
 const ROOT = new URL("..", import.meta.url).pathname;
 const GROUPS = "tests/fixtures/mamba2-groups";
 
-Deno.test("study config: models, model, both, none, twice; --model repeated", async () => {
+Deno.test("study config: models, model, both, none, twice; --model, --models", async () => {
   const stages = await loadStages();
   const dir = await Deno.makeTempDir({ prefix: "study_cfg_" });
   try {
@@ -27,10 +27,12 @@ Deno.test("study config: models, model, both, none, twice; --model repeated", as
     assertEquals(two.model, "a/x");
     const one = await loadConfig(stages, await write("one.json", { model: "a/x" }), {});
     assertEquals(one.models, ["a/x"]);
-    const over = await loadConfig(stages, await write("over.json", { models: ["a/x", "b/y"] }), { model: ["c/z"] });
+    const over = await loadConfig(stages, await write("over.json", { models: ["a/x", "b/y"] }), { model: "c/z" });
     assertEquals(over.models, ["c/z"]);
-    const flags = await loadConfig(stages, await write("flags.json", { model: "a/x" }), { model: ["c/z", "d/w"] });
+    const flags = await loadConfig(stages, await write("flags.json", { model: "a/x" }), { models: "c/z,d/w" });
     assertEquals(flags.models, ["c/z", "d/w"]);
+    await assertRejects(async () => loadConfig(stages, await write("flags.json", { model: "a/x" }), { model: "c/z", models: "d/w,e/v" }), /--model \(one\) or --models \(a list\), not both/);
+    await assertRejects(async () => loadConfig(stages, await write("flags.json", { model: "a/x" }), { models: "c/z,,d/w" }), /--models "c\/z,,d\/w": give model ids/);
     await assertRejects(async () => loadConfig(stages, await write("both.json", { model: "a/x", models: ["b/y"] }), {}), /"model" \(one\) or "models" \(a list\), not both/);
     await assertRejects(async () => loadConfig(stages, await write("empty.json", { models: [] }), {}), /"models" must be a non-empty list/);
     await assertRejects(async () => loadConfig(stages, await write("twice.json", { models: ["a/x", "a/x"] }), {}), /named twice/);
@@ -98,7 +100,7 @@ Deno.test("a study of two models on the fixtures: all-models-correct, the order 
 
     const out = join(tmp, "twins");
     const args = [
-      "--model", FIXTURE, "--model", twin, "--dataset", dataset, "--out", out,
+      "--models", `${FIXTURE},${twin}`, "--dataset", dataset, "--out", out,
       "--only", "01_construct", "--only", "03_info_flow", "--only", "05_compare_models",
       "--set", "03_info_flow.filter=all-models-correct", "--set", "03_info_flow.k=2", "--set", "03_info_flow.bootstrap=50",
     ];
@@ -162,7 +164,7 @@ Deno.test("a study of two models on the fixtures: all-models-correct, the order 
     await t.step("all-models-correct with a model that gets them wrong: the skip names that model", async () => {
       expectOneLineError(
         await pipeline([
-          "--model", FIXTURE, "--model", GROUPS, "--dataset", dataset, "--out", join(tmp, "mixed"),
+          "--models", `${FIXTURE},${GROUPS}`, "--dataset", dataset, "--out", join(tmp, "mixed"),
           "--only", "01_construct", "--only", "04_heatmap", "--heatmap-prompts", "0-3",
           "--set", "04_heatmap.filter=all-models-correct", "--set", "04_heatmap.k=2",
         ]),
@@ -174,7 +176,7 @@ Deno.test("a study of two models on the fixtures: all-models-correct, the order 
     await t.step("two models whose folders have one name: one line", async () => {
       const other = join(tmp, "elsewhere", "mamba2-tiny");
       await Deno.mkdir(other, { recursive: true });
-      expectOneLineError(await pipeline(["--model", FIXTURE, "--model", other, "--dataset", dataset, "--dry-run"]), /would share the run folder mamba2-tiny/);
+      expectOneLineError(await pipeline(["--models", `${FIXTURE},${other}`, "--dataset", dataset, "--dry-run"]), /would share the run folder mamba2-tiny/);
     });
   } finally {
     await Deno.remove(tmp, { recursive: true });

@@ -9,7 +9,7 @@
 import { basename, join } from "node:path";
 import type { TopLevelSpec } from "vega-lite";
 import { writeFileAtomic } from "./lib/atomic.ts";
-import { flowLabel, selectorSlug, SPLIT_LABEL } from "./lib/info_flow_figure.ts";
+import { ciBandLayers, flowLabel, meanLineLayer, selectorSlug, SPLIT_LABEL } from "./lib/info_flow_figure.ts";
 import { AGGREGATE_FIELDS, type Aggregate } from "./lib/info_flow_stats.ts";
 import { type Field, readParquet, writeTable } from "./lib/parquet.ts";
 import { removeStaleFigures, writeFigure } from "./lib/plot.ts";
@@ -218,38 +218,8 @@ export function compareFigure(f: CompareFigure, curves: Curve[], models: ModelSu
     height: 170,
     title: { text: title, anchor: "start", fontSize: 11, fontWeight: "normal" },
     layer: [
-      ...(bands
-        ? [
-          { mark: { type: "area", opacity: 0.12 }, encoding: { x, y: { field: `${field}_lo`, type: "quantitative" }, y2: { field: `${field}_hi` }, color } },
-          ...["lo", "hi"].map((end) => ({
-            mark: { type: "line", strokeWidth: 0.8, opacity: 0.6, strokeDash: [2, 2] },
-            encoding: { x, y: { field: `${field}_${end}`, type: "quantitative" }, color, detail: { field: "model" } },
-          })),
-        ]
-        : []),
-      {
-        mark: { type: "line", point: { size: 18 }, strokeWidth: 2 },
-        encoding: {
-          x,
-          y: {
-            field,
-            type: "quantitative",
-            title: field === "accuracy" ? "accuracy (%)" : "% change",
-            scale: field === "accuracy" ? { domain: [0, 100] } : { zero: false },
-          },
-          color,
-          tooltip: [
-            { field: "model" },
-            { field: "flow" },
-            { field: "depth", format: ".1f", title: "depth (%)" },
-            { field: "layers" },
-            { field: "n" },
-            { field, format: ".3~f" },
-            { field: `${field}_lo`, format: ".3~f" },
-            { field: `${field}_hi`, format: ".3~f" },
-          ],
-        },
-      },
+      ...(bands ? ciBandLayers(x, field, color, "model") : []),
+      meanLineLayer(x, field, color, [{ field: "model" }, { field: "flow" }, { field: "depth", format: ".1f", title: "depth (%)" }, { field: "layers" }, { field: "n" }]),
       ...(field === "change" || baseRule !== null
         ? [{
           data: { values: [{}] },

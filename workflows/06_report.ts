@@ -9,6 +9,8 @@
 import { dirname, join } from "node:path";
 import { writeFileAtomic } from "./lib/atomic.ts";
 import { sha256 } from "./lib/hash.ts";
+import { FLOW_COLOR, PALETTE } from "./lib/info_flow_figure.ts";
+import { MODEL_PALETTE } from "./05_compare_models.ts";
 import { readParquet } from "./lib/parquet.ts";
 import {
   compareData,
@@ -192,6 +194,8 @@ export default defineStage<ReportParams>({
       compareFigures: figures.map((f) => `data/files/study/05_compare_models/${f}`),
       files,
       finishedAt: u05.manifest.finishedAt,
+      // the static figures' colours, so that both draw a flow and a model alike
+      colors: { flows: FLOW_COLOR, fallback: PALETTE, models: MODEL_PALETTE },
     }));
 
     for (const [name, text] of vendorScripts()) await write(`assets/${name}`, text);

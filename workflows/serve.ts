@@ -1,4 +1,4 @@
-// deno task serve [--dir REPORT_DIR] [--port N] [--host H] [the pipeline's --config/--model/--rows/--limit/--out]:
+// deno task serve [--dir REPORT_DIR] [--port N] [--host H] [the pipeline's --config/--model(s)/--rows/--limit/--out]:
 // serves a study's report folder (06_report) on localhost with Deno's built-in server, for those who
 // prefer a URL to opening index.html from disk. Without --dir the folder is the one the same pipeline
 // flags write (outputs/<study>/report).
@@ -11,7 +11,7 @@ import { RunInputs } from "./lib/inputs.ts";
 import { studyFolders } from "./lib/pipeline.ts";
 import { loadStages } from "./registry.ts";
 
-const HELP = `usage: deno task serve [--dir DIR] [--port N] [--host H] [--config FILE] [--model M]... [--rows SPEC] [--limit N] [--out DIR]
+const HELP = `usage: deno task serve [--dir DIR] [--port N] [--host H] [--config FILE] [--model M | --models A,B] [--rows SPEC] [--limit N] [--out DIR]
 Serves the study's report (outputs/<study>/report, or DIR) at http://H:N/ (default 127.0.0.1:8000; --port 0 picks a free port).`;
 
 const TYPES: Record<string, string> = {
@@ -71,7 +71,8 @@ async function main(args: string[]): Promise<number> {
         port: { type: "string", default: "8000" },
         host: { type: "string", default: "127.0.0.1" },
         config: { type: "string" },
-        model: { type: "string", multiple: true },
+        model: { type: "string" },
+        models: { type: "string" },
         dataset: { type: "string" },
         rows: { type: "string" },
         limit: { type: "string" },
@@ -91,7 +92,7 @@ async function main(args: string[]): Promise<number> {
   let root: string;
   if (v.dir) root = resolve(v.dir);
   else {
-    const cfg = await loadConfig(await loadStages(), v.config, { model: v.model, dataset: v.dataset, rows: v.rows, limit: v.limit });
+    const cfg = await loadConfig(await loadStages(), v.config, { model: v.model, models: v.models, dataset: v.dataset, rows: v.rows, limit: v.limit });
     const inputs = new RunInputs(cfg, true);
     try {
       root = join((await studyFolders(cfg, inputs, v.out)).studyDir, "report");

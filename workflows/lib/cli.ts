@@ -6,8 +6,8 @@ import { type PipelineFlags, runPipeline } from "./pipeline.ts";
 import type { ParamSpec, StageDef } from "./stage.ts";
 
 const COMMON = `  --config FILE        study configuration (default: study.config.json)
-  --model M            checkpoint folder or Hugging Face id (default from the config); repeat it for a
-                       study of several models (--model A --model B)
+  --model M            checkpoint folder or Hugging Face id (default from the config)
+  --models A,B         a study of several models (comma-separated; default the config's "models")
   --dtype f32|f16      weights on the GPU (default from the config, else f32)
   --dataset FILE       CounterFact parquet (default from the config)
   --tokenizer FILE     tokenizer.json (default from the config)
@@ -66,7 +66,8 @@ export async function cli(args: string[], stages: StageDef[], mode: "pipeline" |
       strict: true,
       options: {
         config: { type: "string" },
-        model: { type: "string", multiple: true },
+        model: { type: "string" },
+        models: { type: "string" },
         dtype: { type: "string" },
         dataset: { type: "string" },
         tokenizer: { type: "string" },
@@ -107,6 +108,7 @@ export async function cli(args: string[], stages: StageDef[], mode: "pipeline" |
   const flags: PipelineFlags = {
     config: v.config,
     model: v.model,
+    models: v.models,
     dtype: v.dtype,
     dataset: v.dataset,
     tokenizer: v.tokenizer,

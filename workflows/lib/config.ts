@@ -30,8 +30,10 @@ export interface StudyConfig {
 }
 
 export interface ConfigOverrides {
-  /** one model, or several (`--model A --model B`): a study of several models */
-  model?: string | string[];
+  /** one model (`--model`) */
+  model?: string;
+  /** several models, a study (`--models A,B`, or a list) */
+  models?: string | string[];
   dtype?: string;
   dataset?: string;
   tokenizer?: string;
@@ -102,11 +104,14 @@ function knownList(xs: Iterable<string>): string {
 }
 
 /**
- * The study's models: `--model` (one or several) over the file's `models` (a list) or `model` (one);
+ * The study's models: `--models` (a list) or `--model` (one) over the file's `models` (a list) or `model` (one);
  * local folders resolved. Both `model` and `models`, an empty list or a model named twice: one-line errors.
  */
-function studyModels(c: Record<string, unknown>, shown: string, base: string, over: string | string[] | undefined, cwd: string): string[] {
-  const given = over === undefined ? [] : typeof over === "string" ? [over] : over;
+function studyModels(c: Record<string, unknown>, shown: string, base: string, over: ConfigOverrides, cwd: string): string[] {
+  if (over.model !== undefined && over.models !== undefined) throw new UserError("give --model (one) or --models (a list), not both");
+  const list = typeof over.models === "string" ? over.models.split(",").map((m) => m.trim()) : over.models;
+  if (list && (list.length === 0 || list.some((m) => m === ""))) throw new UserError(`--models ${JSON.stringify(over.models)}: give model ids or folders separated by commas`);
+  const given = list ?? (over.model !== undefined ? [over.model] : []);
   let models: string[];
   if (given.length) models = given.map((m) => resolveModel(m, cwd));
   else {
@@ -206,7 +211,7 @@ export async function loadConfig(
 
   for (const s of stages) s.check?.(stageParams[s.name]);
 
-  const models = studyModels(c, shown, base, over.model, cwd);
+  const models = studyModels(c, shown, base, over, cwd);
   const study = str("study");
   if (study !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._+-]*$/.test(study)) {
     throw new UserError(`${shown}: "study" ${JSON.stringify(study)} must be a folder name (letters, digits, . _ + -)`);

@@ -9,19 +9,9 @@
   var study = D.study;
   var main = document.getElementById("main");
   var MR = (window.MR = { pending: 0, drawn: 0, errors: [], ready: false });
-  var PALETTE = ["#4c78a8", "#e45756", "#54a24b", "#f58518", "#b279a2", "#72b7b2", "#9d755d", "#eeca3b"];
-  var FLOW_COLOR = {
-    "last<-last": "#e45756",
-    "last<-subject": "#4c78a8",
-    "last<-relation": "#54a24b",
-    "last<-first": "#f58518",
-    "last<-relation_minus_last": "#72b7b2",
-    "subject<-context": "#b279a2",
-    "subject<-subject": "#9d755d",
-    "relation<-context": "#d6616b",
-    "relation<-subject": "#8c8c00",
-    "relation<-relation": "#17becf",
-  };
+  // the static figures' colours (06_report writes them): a flow or a model looks the same everywhere
+  var COLORS = (study && study.colors) || { flows: {}, fallback: ["#636363"], models: ["#4c78a8"] };
+  var PALETTE = COLORS.models;
   var SPLITS = { all: "all prompts", first_in_subject: "subject includes the first token", first_not_in_subject: "subject does not include the first token" };
   var CONFIG = {
     font: "DejaVu Sans, Verdana, sans-serif",
@@ -85,9 +75,8 @@
   }
   function flowColor(flows) {
     var next = 0;
-    var fallback = ["#393b79", "#e7969c", "#637939", "#843c39", "#7b4173", "#3182bd", "#bd9e39", "#636363"];
     return flows.map(function (f) {
-      return FLOW_COLOR[f] || fallback[next++ % fallback.length];
+      return COLORS.flows[f] || COLORS.fallback[next++ % COLORS.fallback.length];
     });
   }
   function tokenText(t) {
@@ -238,6 +227,50 @@
         change_hi: a.relative_change_hi,
       };
     });
+  }
+
+  /**
+   * The selects of a configuration, each setting `state` and calling `draw()`: k (opts.ks), split
+   * (opts.split), the head selector (opts.heads, labelled opts.headsLabel) and the conv path (opts.convs).
+   */
+  function configControls(state, opts, draw) {
+    var out = [];
+    var opt = function (v, label) {
+      return { value: v, label: label === undefined ? String(v) : label };
+    };
+    if (opts.ks) {
+      out.push(select("k (layers per window)", opts.ks.map(function (k) {
+        return opt(k);
+      }), state.k, function (v) {
+        state.k = Number(v);
+        draw();
+      }));
+    }
+    if (opts.split) {
+      out.push(select("split", Object.keys(SPLITS).map(function (k) {
+        return opt(k, SPLITS[k]);
+      }), state.split, function (v) {
+        state.split = v;
+        draw();
+      }));
+    }
+    if (opts.heads) {
+      out.push(select(opts.headsLabel || "heads", opts.heads.map(function (h) {
+        return opt(h);
+      }), state.heads, function (v) {
+        state.heads = v;
+        draw();
+      }));
+    }
+    if (opts.convs) {
+      out.push(select("conv path", opts.convs.map(function (c) {
+        return opt(c, c === "true" ? "cut too" : "open");
+      }), state.conv, function (v) {
+        state.conv = v;
+        draw();
+      }));
+    }
+    return out;
   }
 
   /** Controls in a row, and a re-draw on change: state is kept in `state`, `draw()` redraws. */
@@ -440,30 +473,7 @@
           state.model = Number(v);
           setup();
         }),
-        select("k (layers per window)", ks.map(function (k) {
-          return { value: k, label: String(k) };
-        }), state.k, function (v) {
-          state.k = Number(v);
-          draw();
-        }),
-        select("split", Object.keys(SPLITS).map(function (s) {
-          return { value: s, label: SPLITS[s] };
-        }), state.split, function (v) {
-          state.split = v;
-          draw();
-        }),
-        select(models()[state.model].unit_name + "s knocked out", heads.map(function (h) {
-          return { value: h, label: h };
-        }), state.heads, function (v) {
-          state.heads = v;
-          draw();
-        }),
-        select("conv path", convs.map(function (cv) {
-          return { value: cv, label: cv === "true" ? "cut too" : "open" };
-        }), state.conv, function (v) {
-          state.conv = v;
-          draw();
-        }),
+      ].concat(configControls(state, { ks: ks, split: true, heads: heads, headsLabel: models()[state.model].unit_name + "s knocked out", convs: convs }, draw), [
         select("x axis", [{ value: "window", label: "window layer" }, { value: "depth", label: "depth (% of layers)" }], state.x, function (v) {
           state.x = v;
           draw();
@@ -474,7 +484,7 @@
           state.flows = vs;
           draw();
         }),
-      ]));
+      ])));
       draw();
     }
     function draw() {
@@ -675,27 +685,12 @@
         location.hash = "r=" + v;
         load();
       }),
-      select("k (layers per window)", ks.map(function (k) {
-        return { value: k, label: String(k) };
-      }), state.k, function (v) {
-        state.k = Number(v);
-        draw();
-      }),
-      select("heads / channels", heads.map(function (h) {
-        return { value: h, label: h };
-      }), state.heads, function (v) {
-        state.heads = v;
-        draw();
-      }),
-      select("conv path", [{ value: "false", label: "open" }, { value: "true", label: "cut too" }], state.conv, function (v) {
-        state.conv = v;
-        draw();
-      }),
+    ].concat(configControls(state, { ks: ks, heads: heads, headsLabel: "heads / channels", convs: ["false", "true"] }, draw), [
       select("y", [{ value: "change", label: "% change of p(target)" }, { value: "p", label: "p(target)" }], state.metric, function (v) {
         state.metric = v;
         draw();
       }),
-    ]));
+    ])));
     var data = null;
     function load() {
       MR.pending++;
@@ -800,36 +795,14 @@
     state.heads = heads[0];
     state.conv = convs[0];
     var c = el("div");
-    var sec = section("Curves against relative depth", [controlsBar([
-      select("k (layers per window)", ks.map(function (k) {
-        return { value: k, label: String(k) };
-      }), state.k, function (v) {
-        state.k = Number(v);
-        draw();
-      }),
-      select("split", Object.keys(SPLITS).map(function (s) {
-        return { value: s, label: SPLITS[s] };
-      }), state.split, function (v) {
-        state.split = v;
-        draw();
-      }),
-      select("heads", heads.map(function (h) {
-        return { value: h, label: h };
-      }), state.heads, function (v) {
-        state.heads = v;
-        draw();
-      }),
-      select("conv path", convs.map(function (cv) {
-        return { value: cv, label: cv === "true" ? "cut too" : "open" };
-      }), state.conv, function (v) {
-        state.conv = v;
-        draw();
-      }),
+    var sec = section("Curves against relative depth", [controlsBar(configControls(state, { ks: ks, split: true, heads: heads, convs: convs }, function () {
+      draw();
+    }).concat([
       select("y", [{ value: "change", label: "% change of p(true)" }, { value: "accuracy", label: "accuracy (%)" }], state.metric, function (v) {
         state.metric = v;
         draw();
       }),
-    ]), c]);
+    ])), c]);
     main.appendChild(sec);
     var lowBox = el("div");
     main.appendChild(section("Base accuracy and the lowest point per flow", [el("p", { class: "lead", text: "Over all prompts, for the k, heads and conv setting chosen above: each model's lowest mean relative change of p(true) and the window (and depth) where it is." }), lowBox]));
