@@ -121,7 +121,8 @@ export default defineStage<ReportParams>({
       perModel03.push(await infoFlowPrompts(u03));
 
       for (const mode of modes) await copy(i, m.name, "01_construct", u01.file(`construct_${mode}.parquet`), `construct_${mode}.parquet`);
-      for (const f of ["summary.json", "summary.md"]) await copy(i, m.name, "02_compare", u02.file(f), f);
+      // what 02 writes for a family with one mode is its own business: copy what its manifest lists
+      for (const f of ["summary.json", "summary.md"]) if (f in u02.manifest.outputs) await copy(i, m.name, "02_compare", u02.file(f), f);
       for (const f of ["prompts.parquet", "info_flow.parquet", "info_flow_aggregates.parquet", "decay.parquet", "summary.md"]) {
         await copy(i, m.name, "03_info_flow", u03.file(f), f);
       }
