@@ -1,10 +1,11 @@
 // Which prompts the knockout stages (03_info_flow, 04_heatmap) run: 01_construct's two tables
 // read back by row, the rows that both modes ran, and the filter on them. A filter decides per
 // row from what the construct tables say; a filter that needs more (e.g. every model of a study)
-// adds its facts to `FilterFacts` and its rule to `filterFailure`.
+// adds its facts to `FilterFacts` and its rule to `filterFailure` (all-models-correct reads every
+// model's 01_construct: `filterStudyInputs` names it, so that the stage's key has their keys).
 
 import { readParquet } from "./parquet.ts";
-import type { UpstreamOutputs } from "./stage.ts";
+import type { ModelOutputs, UpstreamOutputs } from "./stage.ts";
 
 /** What 01_construct says about one row in one mode. */
 export interface ConstructRow {
@@ -41,13 +42,40 @@ export function constructedRows(rows: number[], c: ConstructTables): number[] {
   return rows.filter((r) => c.attention.has(r) && c.scan.has(r));
 }
 
-export const PROMPT_FILTERS = ["both-correct", "all"] as const;
+export const PROMPT_FILTERS = ["both-correct", "all-models-correct", "all"] as const;
 export type PromptFilter = typeof PROMPT_FILTERS[number];
-export const PROMPT_FILTER_DOC = "prompts: those both modes got right in 01_construct, or all";
+export const PROMPT_FILTER_DOC =
+  "prompts: those both modes got right in 01_construct, those every model of the study got right (in both modes, or a one-mode family's one), or all";
 
 /** What the filters decide from. */
 export interface FilterFacts {
   construct: ConstructTables;
+  /** every model of the study's 01_construct (this one's included), for all-models-correct */
+  study?: { model: string; construct: ConstructTables }[];
+}
+
+/** The stages of the other models a filter reads (their keys go into the stage's key). */
+export function filterStudyInputs(filter: string): string[] {
+  return filter === "all-models-correct" ? ["01_construct"] : [];
+}
+
+/** The facts `filter` needs: this model's construct tables, and for all-models-correct every model's. */
+export async function filterFacts(filter: string, construct: ConstructTables, models: ModelOutputs[]): Promise<FilterFacts> {
+  if (filter !== "all-models-correct") return { construct };
+  const study = [];
+  for (const m of models) study.push({ model: m.model, construct: m.self ? construct : await readConstruct(m.upstream("01_construct")) });
+  return { construct, study };
+}
+
+/** The modes a model ran in 01_construct (a one-mode family has an empty scan table). */
+function modeTables(c: ConstructTables): Map<number, ConstructRow>[] {
+  return [c.scan, c.attention].filter((m) => m && m.size > 0);
+}
+
+/** Whether every mode the model ran got `row` right (false when a mode did not run it). */
+function correctInEveryMode(c: ConstructTables, row: number): boolean {
+  const modes = modeTables(c);
+  return modes.length > 0 && modes.every((m) => m.get(row)?.hit === true);
 }
 
 /** Why `row` does not pass `filter` (a phrase: "is not predicted correctly in both modes"), or null when it passes. */
@@ -57,7 +85,21 @@ export function filterFailure(filter: PromptFilter, row: number, facts: FilterFa
       return null;
     case "both-correct":
       return facts.construct.scan.get(row)!.hit && facts.construct.attention.get(row)!.hit ? null : "is not predicted correctly in both modes";
+    case "all-models-correct": {
+      const study = facts.study ?? [{ model: "this model", construct: facts.construct }];
+      const wrong = study.filter((m) => !correctInEveryMode(m.construct, row)).map((m) => m.model);
+      return wrong.length === 0 ? null : `is not predicted correctly by ${wrong.join(", ")}`;
+    }
   }
+}
+
+/** What a filter asks for, for messages: "predicted correctly in both modes". */
+export function filterWords(filter: PromptFilter): string {
+  return filter === "both-correct"
+    ? "predicted correctly in both modes"
+    : filter === "all-models-correct"
+    ? "predicted correctly by every model of the study"
+    : "selected";
 }
 
 /** The rows that pass the filter (in the order given) and those that do not, with the reason. */
