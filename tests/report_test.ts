@@ -1,4 +1,4 @@
-// The study's report (06_report) on two fixture models of different depths: one command writes it,
+// The study's report (06_report) on two fixture models of different families and depths (Mamba-2, Mamba-1): one command writes it,
 // the folder holds everything its pages load, and in headless Chromium every page loads without a
 // console error or a request off the disk, every chart is drawn (SVG marks with content), the
 // controls redraw (the heatmap browser switches prompts, the flow page k and conv, the prompt page
@@ -11,7 +11,7 @@ import { describe, FIXTURE, pipeline } from "./pipeline_helpers.ts";
 import { fileFor } from "../workflows/serve.ts";
 import type { Page } from "puppeteer-core";
 
-const GROUPS = "tests/fixtures/mamba2-groups";
+const MAMBA1 = "tests/fixtures/mamba1-tiny";
 const PAGES = ["index", "modes", "flows", "heatmaps", "prompt", "models"];
 /** charts each page draws on this study: index 1, modes 1, flows 1, heatmaps 1, prompt one per model, models 1 + one decay per model */
 const CHARTS: Record<string, number> = { index: 1, modes: 1, flows: 1, heatmaps: 1, prompt: 2, models: 3 };
@@ -42,7 +42,7 @@ Deno.test("the report of a two-model study: written by one command, every page d
   const out = join(tmp, "study");
   const report = join(out, "report");
   const args = [
-    "--models", `${FIXTURE},${GROUPS}`, "--limit", "24", "--out", out,
+    "--models", `${FIXTURE},${MAMBA1}`, "--limit", "24", "--out", out,
     "--set", "03_info_flow.filter=all", "--set", "03_info_flow.k=1,3", "--set", "03_info_flow.heads=all,not-fast:1/3",
     "--set", "03_info_flow.conv=false,true", "--set", "03_info_flow.bootstrap=100",
     "--set", "04_heatmap.filter=all", "--set", "04_heatmap.k=2", "--heatmap-prompts", "0-3", "--set", "06_report.prompts=10",

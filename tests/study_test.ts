@@ -182,3 +182,77 @@ Deno.test("a study of two models on the fixtures: all-models-correct, the order 
     await Deno.remove(tmp, { recursive: true });
   }
 });
+
+Deno.test("a sharded study of two models (Mamba-2, Mamba-1): every model's shards, two rounds, the study stage in the merge, the bytes of one process", async (t) => {
+  const tmp = await Deno.makeTempDir({ prefix: "study_shards_" });
+  const MAMBA1 = "tests/fixtures/mamba1-tiny";
+  const args = [
+    "--models", `${FIXTURE},${MAMBA1}`, "--limit", "12",
+    "--only", "01_construct", "--only", "03_info_flow", "--only", "05_compare_models",
+    "--set", "01_construct.batchSize=4", "--set", "03_info_flow.group_prompts=4", "--set", "03_info_flow.filter=all",
+    "--set", "03_info_flow.k=2", "--set", "03_info_flow.bootstrap=50",
+  ];
+  const sharded = join(tmp, "sharded"), whole = join(tmp, "whole");
+  const runs = ["mamba2-tiny_rows-0-11", "mamba1-tiny_rows-0-11"];
+  const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
+  try {
+    await t.step("round 1: each shard computes its share of both models' 01; 03 waits, 05 is left to the merge", async () => {
+      for (const i of [0, 1]) {
+        const r = await pipeline([...args, "--out", sharded, "--shard", `${i}/2`]);
+        assertEquals(r.code, 0, describe(r));
+        for (const run of runs) {
+          assert(r.stdout.includes(`01_construct [${run}]: shard ${i}/2 done`), describe(r));
+          assert(r.stdout.includes(`03_info_flow [${run}]: waits for 01_construct to be merged`), describe(r));
+        }
+        assert(r.stdout.includes("05_compare_models [study]: not sharded; the merge runs it"), describe(r));
+      }
+      for (const run of runs) assert(!(await exists(join(sharded, run, "01_construct", "manifest.json"))), "a shard wrote an output");
+    });
+
+    await t.step("merge 1: both models' 01 merged; 03 has no shards yet, and 05 waits for both 03", async () => {
+      const r = await pipeline([...args, "--out", sharded, "--merge"]);
+      assertEquals(r.code, 0, describe(r));
+      for (const run of runs) {
+        assert(r.stdout.includes(`01_construct [${run}]: merged in`), describe(r));
+        assert(r.stdout.includes(`03_info_flow [${run}]: no shards yet`), describe(r));
+      }
+      assert(r.stdout.includes(`05_compare_models [study]: waits for ${runs[0]}/03_info_flow, ${runs[1]}/03_info_flow`), describe(r));
+      assert(!(await exists(join(sharded, "05_compare_models", "manifest.json"))), "05 ran before 03 was merged");
+      const eff = JSON.parse(await Deno.readTextFile(join(sharded, runs[1], "run.config.json")));
+      assertEquals([eff.model.endsWith("mamba1-tiny"), eff.models.length, eff.stagesRun], [true, 2, ["01_construct"]]);
+    });
+
+    await t.step("round 2 and merge 2: both models' 03 from their shards, then 05", async () => {
+      for (const i of [0, 1]) {
+        const r = await pipeline([...args, "--out", sharded, "--shard", `${i}/2`]);
+        assertEquals(r.code, 0, describe(r));
+        for (const run of runs) assert(r.stdout.includes(`03_info_flow [${run}]: shard ${i}/2 done`), describe(r));
+      }
+      const r = await pipeline([...args, "--out", sharded, "--merge"]);
+      assertEquals(r.code, 0, describe(r));
+      for (const run of runs) assert(r.stdout.includes(`03_info_flow [${run}]: merged in`), describe(r));
+      assert(r.stdout.includes("05_compare_models [study]: done in"), describe(r));
+      const m = JSON.parse(await Deno.readTextFile(join(sharded, runs[1], "03_info_flow", "manifest.json")));
+      assertEquals(m.info.shards.count, 2);
+      assertEquals(m.info.family, "mamba1");
+    });
+
+    await t.step("the same bytes as one process", async () => {
+      const r = await pipeline([...args, "--out", whole]);
+      assertEquals(r.code, 0, describe(r));
+      const files = [
+        ...runs.flatMap((run) => [
+          ...["construct_scan.parquet", "construct_attention.parquet"].map((f) => join(run, "01_construct", f)),
+          ...["prompts.parquet", "info_flow.parquet", "info_flow_aggregates.parquet", "decay.parquet"].map((f) => join(run, "03_info_flow", f)),
+        ]),
+        ...["models.parquet", "curves.parquet", "lowest.parquet", "summary.md"].map((f) => join("05_compare_models", f)),
+      ];
+      for (const f of files) {
+        const [a, b] = await Promise.all([Deno.readFile(join(sharded, f)), Deno.readFile(join(whole, f))]);
+        assert(a.length === b.length && a.every((v, i) => v === b[i]), `${f} differs from one process's`);
+      }
+    });
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
