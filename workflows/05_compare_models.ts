@@ -181,6 +181,11 @@ export const MODEL_PALETTE = ["#4c78a8", "#e45756", "#54a24b", "#f58518", "#b279
 
 const fin = (x: number) => (Number.isFinite(x) ? x : null);
 
+/** What the head selectors pick in these models: `heads` (Mamba-2), `channels` (Mamba-1), or `heads / channels`. */
+export function unitsWord(models: ModelSummary[]): string {
+  return [...new Set(models.map((m) => `${m.unit_name}s`))].join(" / ") || "heads";
+}
+
 /** Per flow a row of two panels (accuracy, % change) against the depth, one line per model, 95 % CI bands. */
 export function compareFigure(f: CompareFigure, curves: Curve[], models: ModelSummary[]): TopLevelSpec {
   const mine = curves.filter((c) => c.k === f.k && c.heads === f.heads && c.conv === f.conv && c.split === "all");
@@ -234,7 +239,7 @@ export function compareFigure(f: CompareFigure, curves: Curve[], models: ModelSu
     title: {
       text: `Information flow across models: windows of k = ${f.k} layer${f.k === 1 ? "" : "s"}`,
       subtitle: [
-        `${SPLIT_LABEL.all} · heads: ${f.heads} · conv path: ${f.conv ? "cut too" : "open"}`,
+        `${SPLIT_LABEL.all} · ${unitsWord(models)}: ${f.heads} · conv path: ${f.conv ? "cut too" : "open"}`,
         `x: the window's position as % of each model's layers`,
         `line: mean${bands ? ", band: 95 % bootstrap CI" : ""} · dashed rule: ` +
         (baseRule !== null ? `accuracy without knockout (${baseRule.toFixed(1)} %), no change` : "no change"),
@@ -269,14 +274,14 @@ export function summaryMarkdown(models: ModelSummary[], lowest: Lowest[], figure
     ``,
     `Lowest mean relative change of p(target) per flow (all prompts), and where it is (depth: % of the model's layers):`,
     ``,
-    `| model | k | flow | heads | conv | n | base accuracy | lowest % change | 95 % CI | window | depth |`,
+    `| model | k | flow | ${unitsWord(models)} | conv | n | base accuracy | lowest % change | 95 % CI | window | depth |`,
     `| --- | ---: | --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: |`,
     ...lowest.map((l) =>
       `| ${l.label} | ${l.k} | ${flowLabel(l.flow)} | ${l.heads} | ${l.conv ? "cut" : "open"} | ${l.n} | ${pct(l.base_accuracy)} | ${num(l.relative_change)} | ` +
       `[${num(l.relative_change_lo)}, ${num(l.relative_change_hi)}] | ${l.window} | ${l.depth.toFixed(1)} % |`
     ),
     ``,
-    ...figures.flatMap((f) => [`![k=${f.k}, heads ${f.heads}, conv ${f.conv ? "cut" : "open"}](${f.base}.png)`, ``]),
+    ...figures.flatMap((f) => [`![k=${f.k}, ${unitsWord(models)} ${f.heads}, conv ${f.conv ? "cut" : "open"}](${f.base}.png)`, ``]),
   ];
   return lines.join("\n");
 }

@@ -795,7 +795,11 @@
     state.heads = heads[0];
     state.conv = convs[0];
     var c = el("div");
-    var sec = section("Curves against relative depth", [controlsBar(configControls(state, { ks: ks, split: true, heads: heads, convs: convs }, function () {
+    // what the selectors pick in these models: heads (Mamba-2), channels (Mamba-1), or both
+    var units = uniq(models().map(function (m) {
+      return m.unit_name + "s";
+    })).join(" / ");
+    var sec = section("Curves against relative depth", [controlsBar(configControls(state, { ks: ks, split: true, heads: heads, headsLabel: units + " knocked out", convs: convs }, function () {
       draw();
     }).concat([
       select("y", [{ value: "change", label: "% change of p(true)" }, { value: "accuracy", label: "accuracy (%)" }], state.metric, function (v) {
@@ -840,7 +844,7 @@
       }) }, legend: { symbolType: "stroke", symbolStrokeWidth: 3 } };
       var x = { field: "depth", type: "quantitative", title: "window position, % of layers", scale: { domain: [0, 100], nice: false }, axis: { values: [0, 25, 50, 75, 100] } };
       chart(c, {
-        title: { text: "Windows of k = " + state.k + " layer" + (state.k === 1 ? "" : "s") + " · " + SPLITS[state.split], subtitle: ["heads: " + state.heads + " · conv path: " + (state.conv === "true" ? "cut too" : "open") + " · line: mean, band: 95 % bootstrap CI (hover for n and CI)"] },
+        title: { text: "Windows of k = " + state.k + " layer" + (state.k === 1 ? "" : "s") + " · " + SPLITS[state.split], subtitle: [units + ": " + state.heads + " · conv path: " + (state.conv === "true" ? "cut too" : "open") + " · line: mean, band: 95 % bootstrap CI (hover for n and CI)"] },
         data: { values: values },
         columns: cols,
         concat: flows.map(function (fl) {
