@@ -35,7 +35,17 @@ import { checkKnockoutsApply, checkWindow, type KnockoutJob, runKnockoutJobs } f
 import { type Field, writeTable } from "./lib/parquet.ts";
 import { parseBooleanList } from "./lib/params.ts";
 import { removeStaleFigures, writeFigure } from "./lib/plot.ts";
-import { applyFilter, constructedRows, PROMPT_FILTER_DOC, PROMPT_FILTERS, type PromptFilter, readConstruct } from "./lib/prompt_choice.ts";
+import {
+  applyFilter,
+  constructedRows,
+  filterFacts,
+  filterStudyInputs,
+  filterWords,
+  PROMPT_FILTER_DOC,
+  PROMPT_FILTERS,
+  type PromptFilter,
+  readConstruct,
+} from "./lib/prompt_choice.ts";
 import { defineStage, type StageContext } from "./lib/stage.ts";
 import { subjectTokens } from "./lib/subject.ts";
 
@@ -75,11 +85,12 @@ function figuresOf(axes: { ks: number[]; flows: Flow[]; headsText: string[]; con
 }
 
 /** prompts.parquet: a prompt of the experiment, with the fast path's own base probability as a check. */
-const PROMPT_FIELDS: readonly Field<InfoFlowPrompt & { baseProbFastPath: number }>[] = [
+const PROMPT_FIELDS: readonly Field<InfoFlowPrompt & { baseProbFastPath: number; tokens: string[] }>[] = [
   { name: "row", type: "INT32" },
   { name: "prompt", type: "STRING", nullable: true },
   { name: "subject", type: "STRING", nullable: true },
   { name: "ids", type: "INT32_LIST" },
+  { name: "tokens", type: "STRING", value: (p) => JSON.stringify(p.tokens) },
   { name: "subject_tokens", type: "INT32_LIST", value: (p) => p.subjectTokens },
   { name: "first_in_subject", type: "BOOLEAN", value: (p) => p.firstInSubject },
   { name: "target_id", type: "INT32", value: (p) => p.target },
@@ -88,8 +99,30 @@ const PROMPT_FIELDS: readonly Field<InfoFlowPrompt & { baseProbFastPath: number 
   { name: "base_hit", type: "BOOLEAN", value: (p) => p.baseHit },
 ];
 
+/** decay.parquet: per layer and unit, the decay the head selectors rank by (none for a family without one). */
+export interface DecayRow {
+  layer: number;
+  unit: number;
+  decay: number;
+}
+export const DECAY_FIELDS: readonly Field<DecayRow>[] = [
+  { name: "layer", type: "INT32" },
+  { name: "unit", type: "INT32" },
+  { name: "decay", type: "DOUBLE" },
+];
+
+/** Every layer's decays of a model, one row per unit (empty when the family has none). */
+export function decayRows(model: LanguageModel): DecayRow[] {
+  const out: DecayRow[] = [];
+  for (let layer = 0; layer < model.info.nLayer; layer++) {
+    const d = model.decay(layer);
+    if (d) d.forEach((decay, unit) => out.push({ layer, unit, decay }));
+  }
+  return out;
+}
+
 export function outputsFor(params: InfoFlowParams): string[] {
-  const out = ["prompts.parquet", "info_flow.parquet", "info_flow_aggregates.parquet", "summary.md"];
+  const out = ["prompts.parquet", "info_flow.parquet", "info_flow_aggregates.parquet", "decay.parquet", "summary.md"];
   let figures: FigureSpec[];
   try {
     figures = figuresOf(infoFlowAxes(params));
@@ -107,10 +140,10 @@ async function choosePrompts(ctx: StageContext<InfoFlowParams>) {
   const ds = await ctx.dataset();
   const tok = await ctx.tokenizer();
   const candidates = constructedRows(ctx.rows, construct);
-  const qualifying = applyFilter(P.filter as PromptFilter, candidates, { construct }).kept;
+  const qualifying = applyFilter(P.filter as PromptFilter, candidates, await filterFacts(P.filter, construct, ctx.models)).kept;
   if (qualifying.length === 0) {
     throw new UserError(
-      `03_info_flow: no prompt to run: none of the ${candidates.length} selected rows was predicted correctly${construct.scan ? " in both modes" : ""}; ` +
+      `03_info_flow: no prompt to run: none of the ${candidates.length} selected rows was ${filterWords(P.filter as PromptFilter, construct.scan !== null)}; ` +
         `select more rows or pass --set 03_info_flow.filter=all`,
     );
   }
@@ -198,6 +231,7 @@ export default defineStage<InfoFlowParams>({
       checkWindow(() => layerWindows(model.nLayer, k, P.window as WindowConvention), "03_info_flow.k");
     }
   },
+  studyInputs: (P) => filterStudyInputs(P.filter),
 
   async run(ctx: StageContext<InfoFlowParams>) {
     const P = ctx.params;
@@ -242,10 +276,12 @@ export default defineStage<InfoFlowParams>({
     let baseDiff = 0;
     for (const p of prompts) baseDiff = Math.max(baseDiff, Math.abs(records.get(p.row)!.base_prob - p.baseProb));
     const meta = { "mamba_explain.stage": "03_info_flow", "mamba_explain.cache_key": ctx.cacheKey };
-    const fastBase = prompts.map((p) => ({ ...p, baseProbFastPath: records.get(p.row)!.base_prob }));
+    const tok = await ctx.tokenizer();
+    const fastBase = prompts.map((p) => ({ ...p, baseProbFastPath: records.get(p.row)!.base_prob, tokens: tok.decodeEach(p.ids) }));
     await writeTable(join(ctx.dir, "prompts.parquet"), PROMPT_FIELDS, fastBase, meta);
     await writeTable(join(ctx.dir, "info_flow.parquet"), RESULT_FIELDS, results, meta);
     await writeTable(join(ctx.dir, "info_flow_aggregates.parquet"), AGGREGATE_FIELDS, aggs, { ...meta, "mamba_explain.bootstrap": String(P.bootstrap) });
+    await writeTable(join(ctx.dir, "decay.parquet"), DECAY_FIELDS, decayRows(model), meta);
 
     // 5. figures (those of earlier parameters are removed: they would be taken for this run's)
     const figures = figuresOf(axes);
@@ -296,6 +332,9 @@ export default defineStage<InfoFlowParams>({
     }
     ctx.info.noEdgePrompts = noEdges;
     ctx.info.nLayer = nLayer;
+    ctx.info.family = model.info.family;
+    ctx.info.unitName = model.info.unitName;
+    ctx.info.unitsPerLayer = model.info.unitsPerLayer;
     ctx.info.windows = Object.fromEntries(ks.map((k) => [k, layerWindows(nLayer, k, convention).length]));
     ctx.info.maxAbsBaseProbDiffFastPathVs01 = baseDiff;
   },

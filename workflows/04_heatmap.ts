@@ -20,6 +20,8 @@ import {
   applyFilter,
   type ConstructRow,
   constructedRows,
+  filterFacts,
+  filterStudyInputs,
   PROMPT_FILTER_DOC,
   PROMPT_FILTERS,
   type PromptFilter,
@@ -139,15 +141,19 @@ export function heatmapFigure(
     relative_change: c.relative_change,
   }));
   const nWindows = opts.nLayer - opts.k + 1;
-  const cell = Math.max(14, Math.min(48, Math.ceil(320 / nWindows))); // the plot at least ~320 px wide
+  // the plot ~440 px wide whatever the number of windows: as wide as the title block, no blank beside it
+  const cell = Math.max(14, Math.min(110, Math.ceil(440 / nWindows)));
   return {
     $schema: "https://vega.github.io/schema/vega-lite/v6.json",
     title: {
       text: p.prompt,
+      // short lines: Vega sizes the figure by an estimate of the text's width that runs long
       subtitle: [
-        `p(${JSON.stringify(p.target)}) without knockout = ${fmtProb(p.baseProb)}   ·   row ${p.row}   ·   ${opts.model}`,
-        `cell: p(${JSON.stringify(p.target)}) with the edge token → last blocked in layers [l, l + ${opts.k})` +
-        (opts.heads === "all" ? "" : `, ${opts.unitName}s ${opts.heads}`) + (opts.conv ? ", conv path cut too" : ""),
+        `p(${JSON.stringify(p.target)}) without knockout = ${fmtProb(p.baseProb)} · row ${p.row}`,
+        opts.model,
+        `cell: p(${JSON.stringify(p.target)}) with the edge token → last`,
+        `blocked in layers [l, l + ${opts.k})` + (opts.heads === "all" ? "" : `, ${opts.unitName}s ${opts.heads}`) +
+        (opts.conv ? ", conv path cut too" : ""),
       ],
       anchor: "start",
     },
@@ -213,6 +219,7 @@ export default defineStage<HeatmapParams>({
   checkModel(P, model) {
     checkWindow(() => layerWindows(model.nLayer, P.k, "start"), "04_heatmap.k");
   },
+  studyInputs: (P) => filterStudyInputs(P.filter),
 
   async run(ctx: StageContext<HeatmapParams>) {
     const P = ctx.params;
@@ -245,7 +252,7 @@ export default defineStage<HeatmapParams>({
         else if (!wanted.includes(r)) wanted.push(r);
       }
     }
-    const { kept: chosen, failed } = applyFilter(P.filter as PromptFilter, wanted, { construct });
+    const { kept: chosen, failed } = applyFilter(P.filter as PromptFilter, wanted, await filterFacts(P.filter, construct, ctx.models));
     for (const f of failed) notes.push(`row ${f.row} ("${text(f.row)}") ${f.why}`);
     for (const n of notes) ctx.log(`skipped: ${n}`);
     if (chosen.length === 0) {

@@ -7,9 +7,10 @@ import type { ParamSpec, StageDef } from "./stage.ts";
 
 const COMMON = `  --config FILE        study configuration (default: study.config.json)
   --model M            checkpoint folder or Hugging Face id (default from the config)
+  --models A,B         a study of several models (comma-separated; default the config's "models")
   --dtype f32|f16      weights on the GPU (default from the config, else f32)
   --dataset FILE       CounterFact parquet (default from the config)
-  --tokenizer FILE     tokenizer.json (default from the config)
+  --tokenizer FILE     tokenizer.json (default from the config, else each model's own, else GPT-NeoX-20B's)
   --rows SPEC          dataset rows, e.g. 0-99,4342
   --limit N            the first N of the selected rows
   --set STAGE.P=V      override one stage parameter (repeatable), e.g. --set 01_construct.batchSize=8
@@ -19,11 +20,13 @@ const COMMON = `  --config FILE        study configuration (default: study.confi
   --verify             hash the model files in full for the cache key (slow) instead of trusting their
                        path, size and modification time
   --dry-run            say what would run and why, run nothing
-  --out DIR            run folder (default: outputs/<model>[_rows-SPEC])
+  --out DIR            run folder (default: outputs/<model>[_rows-SPEC]); with several models the study
+                       folder, the models' run folders inside it
   --shard I/N          compute shard I of N (0 <= I < N) of the stages 01, 03, 04 whose inputs are ready,
-                       into <stage>/shards/; no outputs (one process, one GPU per shard)
+                       of every model, into <stage>/shards/; no outputs (one process, one GPU per shard)
   --merge              merge complete shard sets into the stages' outputs (the same bytes as one process),
-                       run the stages that are not sharded, list missing shards with their commands
+                       run the stages that are not sharded (02, the study's 05 and 06), list missing
+                       shards with their commands
   --list               list the stages with their inputs and parameters`;
 
 export const PIPELINE_HELP = `usage: deno task pipeline [options]
@@ -70,6 +73,7 @@ export async function cli(args: string[], stages: StageDef[], mode: "pipeline" |
       options: {
         config: { type: "string" },
         model: { type: "string" },
+        models: { type: "string" },
         dtype: { type: "string" },
         dataset: { type: "string" },
         tokenizer: { type: "string" },
@@ -112,6 +116,7 @@ export async function cli(args: string[], stages: StageDef[], mode: "pipeline" |
   const flags: PipelineFlags = {
     config: v.config,
     model: v.model,
+    models: v.models,
     dtype: v.dtype,
     dataset: v.dataset,
     tokenizer: v.tokenizer,

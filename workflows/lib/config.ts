@@ -9,7 +9,7 @@ import type { Params, ParamSpec, StageDef } from "./stage.ts";
 export const REPO_ROOT = resolve(dirname(new URL(import.meta.url).pathname), "../..");
 export const DEFAULT_CONFIG_PATH = resolve(REPO_ROOT, "study.config.json");
 
-const TOP_KEYS = ["$comment", "model", "dtype", "dataset", "tokenizer", "outputs", "rows", "limit", "stages"] as const;
+const TOP_KEYS = ["$comment", "model", "models", "study", "dtype", "dataset", "tokenizer", "outputs", "rows", "limit", "stages"] as const;
 export const DTYPES = ["f32", "f16"] as const;
 /** The largest study configuration file read. */
 const MAX_CONFIG_BYTES = 1 << 20;
@@ -17,7 +17,11 @@ export type Dtype = typeof DTYPES[number];
 
 export interface StudyConfig {
   configPath: string;
-  model: string; // hub id, or an absolute path when it names a local folder
+  model: string; // hub id, or an absolute path when it names a local folder (in a study of several: the one being run)
+  /** every model of the study, in order (`models`, or `[model]`); model === models[0] until the pipeline picks one */
+  models: string[];
+  /** the study's folder name under `outputs` (`study`, else derived from the models: lib/plan.ts studyName) */
+  study?: string;
   dtype: Dtype; // weights on the GPU
   dataset: string; // absolute
   tokenizer?: string; // absolute; absent: the model's own tokenizer.json, else data/'s GPT-NeoX-20B (engine/tokenizer.ts)
@@ -28,7 +32,10 @@ export interface StudyConfig {
 }
 
 export interface ConfigOverrides {
+  /** one model (`--model`) */
   model?: string;
+  /** several models, a study (`--models A,B`, or a list) */
+  models?: string | string[];
   dtype?: string;
   dataset?: string;
   tokenizer?: string;
@@ -104,6 +111,38 @@ function knownList(xs: Iterable<string>): string {
  */
 export function paramSpec(def: StageDef, k: string): ParamSpec | undefined {
   return Object.hasOwn(def.params, k) ? (def.params as Record<string, ParamSpec>)[k] : undefined;
+}
+
+/**
+ * The study's models: `--models` (a list) or `--model` (one) over the file's `models` (a list) or `model` (one);
+ * local folders resolved. Both `model` and `models`, an empty list or a model named twice: one-line errors.
+ */
+function studyModels(c: Record<string, unknown>, shown: string, base: string, over: ConfigOverrides, cwd: string): string[] {
+  if (over.model !== undefined && over.models !== undefined) throw new UsageError("give --model (one) or --models (a list), not both");
+  const list = typeof over.models === "string" ? over.models.split(",").map((m) => m.trim()) : over.models;
+  if (list && (list.length === 0 || list.some((m) => m === ""))) throw new UsageError(`--models ${JSON.stringify(over.models)}: give model ids or folders separated by commas`);
+  const given = list ?? (over.model !== undefined ? [over.model] : []);
+  let models: string[];
+  if (given.length) models = given.map((m) => resolveModel(m, cwd));
+  else {
+    if (c.model !== undefined && c.models !== undefined) throw new UsageError(`${shown}: give "model" (one) or "models" (a list), not both`);
+    if (c.models !== undefined) {
+      const ms = c.models;
+      if (!Array.isArray(ms) || ms.length === 0 || ms.some((m) => typeof m !== "string" || m === "")) {
+        throw new UsageError(`${shown}: "models" must be a non-empty list of model ids or folders`);
+      }
+      models = (ms as string[]).map((m) => resolveModel(m, base));
+    } else if (c.model !== undefined) {
+      if (typeof c.model !== "string" || c.model === "") throw new UsageError(`${shown}: "model" must be a non-empty string`);
+      models = [resolveModel(c.model, base)];
+    } else throw new UsageError(`no model: set "model" or "models" in ${shown} or pass --model`);
+  }
+  const seen = new Set<string>();
+  for (const m of models) {
+    if (seen.has(m)) throw new UsageError(`the model ${relOrAbs(m)} is named twice in the study; name each model once`);
+    seen.add(m);
+  }
+  return models;
 }
 
 export async function loadConfig(
@@ -195,8 +234,11 @@ export async function loadConfig(
     }
   }
 
-  const model = over.model ? resolveModel(over.model, cwd) : str("model") ? resolveModel(str("model")!, base) : undefined;
-  if (!model) throw new UsageError(`no model: set "model" in ${shown} or pass --model`);
+  const models = studyModels(c, shown, base, over, cwd);
+  const study = str("study");
+  if (study !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._+-]*$/.test(study)) {
+    throw new UsageError(`${shown}: "study" ${JSON.stringify(study)} must be a folder name (letters, digits, . _ + -)`);
+  }
   const dataset = over.dataset ? resolve(cwd, over.dataset) : str("dataset") ? resolve(base, str("dataset")!) : undefined;
   if (!dataset) throw new UsageError(`no dataset: set "dataset" in ${shown} or pass --dataset`);
   const tokenizer = over.tokenizer ? resolve(cwd, over.tokenizer) : str("tokenizer") ? resolve(base, str("tokenizer")!) : undefined;
@@ -216,5 +258,5 @@ export async function loadConfig(
     }
     limit = n;
   }
-  return { configPath: path, model, dtype: dtype as Dtype, dataset, tokenizer, outputs, rows, limit, stages: stageParams };
+  return { configPath: path, model: models[0], models, study, dtype: dtype as Dtype, dataset, tokenizer, outputs, rows, limit, stages: stageParams };
 }

@@ -65,7 +65,7 @@ export function selectorWords(sel: UnitSelector, unit: string): string {
 }
 
 // Colours per flow (the seed's three keep theirs), then a fallback palette; dashes per target set.
-const FLOW_COLOR: Record<string, string> = {
+export const FLOW_COLOR: Record<string, string> = {
   "last<-last": "#e45756",
   "last<-subject": "#4c78a8",
   "last<-relation": "#54a24b",
@@ -77,7 +77,7 @@ const FLOW_COLOR: Record<string, string> = {
   "relation<-subject": "#8c8c00",
   "relation<-relation": "#17becf",
 };
-const PALETTE = ["#393b79", "#e7969c", "#637939", "#843c39", "#7b4173", "#3182bd", "#bd9e39", "#636363"];
+export const PALETTE = ["#393b79", "#e7969c", "#637939", "#843c39", "#7b4173", "#3182bd", "#bd9e39", "#636363"];
 const TARGET_DASH: Record<string, number[]> = { last: [], subject: [7, 3], relation: [2, 2], first: [9, 2, 2, 2] };
 const OTHER_DASH = [4, 4];
 const SELECTOR_COLOR: Record<string, string> = { all: "#222222", fast: "#e45756", "not-fast": "#f58518", slow: "#4c78a8", "not-slow": "#72b7b2" };
@@ -85,6 +85,42 @@ const SELECTOR_COLOR: Record<string, string> = { all: "#222222", fast: "#e45756"
 export function flowColors(flows: string[]): Map<string, string> {
   let next = 0;
   return new Map(flows.map((f) => [f, FLOW_COLOR[f] ?? PALETTE[next++ % PALETTE.length]]));
+}
+
+/**
+ * The 95 % CI band of `field` (its `_lo` and `_hi` fields) per series: a light fill, and its edges drawn
+ * thin so that overlapping bands stay apart (also 05_compare_models's figures).
+ */
+export function ciBandLayers(x: unknown, field: string, color: unknown, series: string): unknown[] {
+  return [
+    { mark: { type: "area", opacity: 0.1 }, encoding: { x, y: { field: `${field}_lo`, type: "quantitative" }, y2: { field: `${field}_hi` }, color } },
+    ...["lo", "hi"].map((end) => ({
+      mark: { type: "line", strokeWidth: 0.9, opacity: 0.55 },
+      encoding: { x, y: { field: `${field}_${end}`, type: "quantitative" }, color, detail: { field: series } },
+    })),
+  ];
+}
+
+/**
+ * The mean of `field` (accuracy in % on 0–100, or % change) per series, with points; hovering shows the
+ * `labels` fields, the mean and its CI. `extra` adds encodings (a dash per series).
+ */
+export function meanLineLayer(x: unknown, field: "accuracy" | "change", color: unknown, labels: object[], extra: object = {}): unknown {
+  return {
+    mark: { type: "line", point: { size: 22 }, strokeWidth: 2 },
+    encoding: {
+      x,
+      y: {
+        field,
+        type: "quantitative",
+        title: field === "accuracy" ? "accuracy (%)" : "% change",
+        scale: field === "accuracy" ? { domain: [0, 100] } : { zero: false },
+      },
+      color,
+      ...extra,
+      tooltip: [...labels, { field, format: ".3~f" }, { field: `${field}_lo`, format: ".3~f" }, { field: `${field}_hi`, format: ".3~f" }],
+    },
+  };
 }
 
 /** One line of a figure: what it is called in the legend and how it is drawn. */
@@ -260,40 +296,8 @@ export function infoFlowFigure(spec: FigureSpec, aggs: Aggregate[], fc: FigureCo
     height,
     title: { text: title, anchor: "start", fontSize: 12 },
     layer: [
-      // bands: a light fill, and their edges drawn thin so that overlapping bands stay apart
-      ...(bands
-        ? [
-          { mark: { type: "area", opacity: 0.1 }, encoding: { x, y: { field: `${field}_lo`, type: "quantitative" }, y2: { field: `${field}_hi` }, color } },
-          ...["lo", "hi"].map((end) => ({
-            mark: { type: "line", strokeWidth: 0.9, opacity: 0.55 },
-            encoding: { x, y: { field: `${field}_${end}`, type: "quantitative" }, color, detail: { field: "series" } },
-          })),
-        ]
-        : []),
-      {
-        mark: { type: "line", point: { size: 22 }, strokeWidth: 2 },
-        encoding: {
-          x,
-          y: {
-            field,
-            type: "quantitative",
-            title: field === "accuracy" ? "accuracy (%)" : "% change",
-            scale: field === "accuracy" ? { domain: [0, 100] } : { zero: false },
-          },
-          color,
-          strokeDash,
-          tooltip: [
-            { field: "series" },
-            { field: "window" },
-            { field: "depth", format: ".1f" },
-            { field: "layers" },
-            { field: "n" },
-            { field, format: ".3~f" },
-            { field: `${field}_lo`, format: ".3~f" },
-            { field: `${field}_hi`, format: ".3~f" },
-          ],
-        },
-      },
+      ...(bands ? ciBandLayers(x, field, color, "series") : []),
+      meanLineLayer(x, field, color, [{ field: "series" }, { field: "window" }, { field: "depth", format: ".1f" }, { field: "layers" }, { field: "n" }], { strokeDash }),
       // the reference line and its label, drawn once (their own one-row data)
       {
         data: { values: [{}] },

@@ -100,6 +100,13 @@ export class RunInputs {
     return this.loaded;
   }
 
+  /** Take the model off the GPU (another model of the study runs next); it is loaded again when asked for. */
+  unload(): void {
+    if (this.loaded) unloadModel(this.loaded);
+    this.loaded = undefined;
+    this.loading = undefined;
+  }
+
   adapterInfo(): string | undefined {
     return this.loaded?.adapterInfo;
   }

@@ -14,19 +14,24 @@ const LOCK = ".lock";
 /** Files that make a folder a model checkpoint (or a model's tokenizer): a run folder never holds them. */
 const MODEL_FILE = /^(config\.json|pytorch_model\.bin|.*\.safetensors|model\.safetensors\.index\.json|tokenizer\.json|tokenizer_config\.json)$/;
 
-/** What a run folder holds: stage folders (NN_name), its configuration, its lock (and the lock's temporaries). */
-function belongsToRun(e: Deno.DirEntry): boolean {
-  if (e.isDirectory) return /^\d\d_[a-z0-9_]+$/.test(e.name);
+/**
+ * What a run folder holds: stage folders (NN_name), its configuration, its lock (and the lock's
+ * temporaries); a study's folder also the folders named in `also` (its study stages' own, such as
+ * report/, and the models' run folders it holds).
+ */
+function belongsToRun(e: Deno.DirEntry, also: readonly string[]): boolean {
+  if (e.isDirectory) return /^\d\d_[a-z0-9_]+$/.test(e.name) || also.includes(e.name);
   return e.name === RUN_CONFIG || e.name === LOCK || e.name.startsWith(`${LOCK}.`);
 }
 
 /**
  * Refuse a run folder that is not one, before anything is written to it: a file, a folder that
  * holds a model (its config.json would be overwritten, its weights mixed with outputs), or a
- * folder with anything else in it. A new or empty folder, or an earlier run's folder, is fine.
+ * folder with anything else in it. A new or empty folder, or an earlier run's folder, is fine
+ * (a study's folder: with the folders named in `also`).
  * A UsageError (exit 2): the fix is another --out.
  */
-export async function checkRunFolder(runDir: string): Promise<void> {
+export async function checkRunFolder(runDir: string, also: readonly string[] = []): Promise<void> {
   const shown = relOrAbs(runDir);
   let st: Deno.FileInfo;
   try {
@@ -43,7 +48,7 @@ export async function checkRunFolder(runDir: string): Promise<void> {
       `run folder ${shown} holds a model (${model.join(", ")}); a run would write among its files: pass --out with a new or empty folder`,
     );
   }
-  const other = entries.filter((e) => !belongsToRun(e)).map((e) => e.name).sort();
+  const other = entries.filter((e) => !belongsToRun(e, also)).map((e) => e.name).sort();
   if (other.length) {
     const some = other.slice(0, 5).join(", ") + (other.length > 5 ? `, and ${other.length - 5} more` : "");
     throw new UsageError(

@@ -1,16 +1,34 @@
 // The pipeline: plans which stages must run (lib/plan.ts: cache keys against the manifests on
 // disk), says why in one line per stage, and runs them in order (lib/run_stage.ts) with the
-// run's shared, lazily loaded inputs (lib/inputs.ts), one run folder at a time (lib/lock.ts).
-// Sharded (lib/shard.ts): `--shard i/n` computes shard i of every shardable stage whose inputs
-// are ready and writes no output; `--merge` (and a plain run) merges complete shard sets.
+// run's shared, lazily loaded inputs (lib/inputs.ts), each run folder locked (lib/lock.ts).
+// A study of several models (`models`) runs the model stages once per model, each in that model's
+// run folder (cached as for one model), then the study stages (05_compare_models, 06_report) once in
+// the study's folder. A model stage that reads the other models (the filter all-models-correct) runs
+// after the stages it reads have run for every model; only one model is on the GPU at a time.
+// Sharded (lib/shard.ts): `--shard i/n` computes shard i of every shardable model stage of every
+// model whose inputs are ready and writes no output; `--merge` (and a plain run) merges complete
+// shard sets, runs the stages that are not sharded and, once every model's stages are done, the
+// study stages (they are never sharded: they only read the models' outputs).
 
-import { join, resolve } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { writeJsonAtomic } from "./atomic.ts";
 import { type ConfigOverrides, loadConfig, relOrAbs, type StudyConfig } from "./config.ts";
 import { InterruptedError, UserError } from "./errors.ts";
 import { RunInputs } from "./inputs.ts";
 import { checkRunFolder, lockRunDir, RUN_CONFIG } from "./lock.ts";
-import { checkParamsAgainstModel, type Plan, planLines, planStages, type RunTarget, runName, type Selection, selectStages } from "./plan.ts";
+import {
+  checkParamsAgainstModel,
+  isStudyStage,
+  type Plan,
+  planLines,
+  planStudy,
+  type RunTarget,
+  runName,
+  type Selection,
+  selectStages,
+  stageFolder,
+  studyName,
+} from "./plan.ts";
 import { formatRows, selectRows } from "./rows.ts";
 import { runShard } from "./run_shard.ts";
 import { profileLine, runStage } from "./run_stage.ts";
@@ -44,53 +62,108 @@ const defaultIO: PipelineIO = { say: (l) => console.log(l) };
 export async function runPipeline(all: StageDef[], flags: PipelineFlags, io: PipelineIO = defaultIO): Promise<number> {
   const sel = selectStages(all, flags);
   const cfg = await loadConfig(all, flags.config, flags);
-  return await runModel(sel, cfg, flags, io);
+  return await runStudy(sel, all, cfg, flags, io);
 }
 
-/** The inputs that the keys are made of, the row selection and the run folder of one model. */
-async function prepareTarget(sel: Selection, cfg: StudyConfig, inputs: RunInputs, out: string | undefined): Promise<RunTarget> {
-  // the dataset is always read: its row selection names the run folder
+/** Where a study writes: each model's run folder and the study's folder (one model: the same). */
+export interface StudyFolders {
+  rows: number[];
+  runDirs: string[];
+  studyDir: string;
+}
+
+/**
+ * The folders of a study: default `outputs/<model>[_rows-…]` per model and, with several models,
+ * `outputs/study_<a>+<b>[_rows-…]` (or the config's `study`); with `--out DIR`, one model's run folder
+ * is DIR, and several models' run folders are inside the study folder DIR.
+ */
+export async function studyFolders(cfg: StudyConfig, inputs: RunInputs, out: string | undefined): Promise<StudyFolders> {
+  // the dataset is always read: its row selection names the run folders
   const table = await inputs.readDataset();
   const rows = selectRows(table.numRows, { rows: cfg.rows, limit: cfg.limit });
   if (rows.length === 0) throw new UserError("the row selection is empty; check --rows / --limit");
-  if (sel.stages.some((s) => s.inputs.tokenizer)) await inputs.tokenizerHash();
-  if (sel.stages.some((s) => s.inputs.model)) {
-    const ckpt = await inputs.checkpoint();
-    checkParamsAgainstModel(sel, cfg, ckpt && { family: ckpt.config.family, nLayer: ckpt.config.nLayer });
+  const names = cfg.models.map((m) => runName(m, rows, table.numRows));
+  names.forEach((n, i) => {
+    const j = names.indexOf(n);
+    if (j !== i) throw new UserError(`the models ${relOrAbs(cfg.models[j])} and ${relOrAbs(cfg.models[i])} would share the run folder ${n}; give their folders different names`);
+  });
+  const study = studyName(cfg.models, rows, table.numRows, cfg.study);
+  if (out !== undefined) {
+    const dir = resolve(Deno.cwd(), out);
+    return { rows, studyDir: dir, runDirs: names.length === 1 && !cfg.study ? [dir] : names.map((n) => join(dir, n)) };
   }
-  const runDir = out ? resolve(Deno.cwd(), out) : join(cfg.outputs, runName(cfg.model, rows, table.numRows));
-  await checkRunFolder(runDir); // never a model's folder or another folder's files (a dry run too)
-  return { cfg, inputs, runDir, rows };
+  return { rows, studyDir: join(cfg.outputs, study), runDirs: names.map((n) => join(cfg.outputs, n)) };
 }
 
-/** One model's run folder: plan every stage, say what runs and why, run those that must. */
-async function runModel(sel: Selection, cfg: StudyConfig, flags: PipelineFlags, io: PipelineIO): Promise<number> {
+/** Plan every model's stages and the study's, say what runs and why, run those that must (or one shard of them). */
+async function runStudy(sel: Selection, all: StageDef[], cfg: StudyConfig, flags: PipelineFlags, io: PipelineIO): Promise<number> {
   const dry = flags.dryRun ?? false;
   const shard = flags.shard !== undefined ? parseShard(flags.shard) : undefined;
   if (shard && flags.merge) throw new UserError("use either --shard or --merge, not both");
-  const inputs = new RunInputs(cfg, dry, flags.verify ?? false);
+  const inputs = cfg.models.map((model) => new RunInputs({ ...cfg, model }, dry, flags.verify ?? false));
   try {
-    const target = await prepareTarget(sel, cfg, inputs, flags.out);
-    const plans = await planStages(sel, target);
-    const toRun = [...plans.values()].filter((p) => p.run);
-    io.say(`run folder: ${relOrAbs(target.runDir)} (model ${cfg.model}${cfg.dtype === "f32" ? "" : ` ${cfg.dtype}`}, ${target.rows.length} rows)`);
-    for (const line of planLines(plans, dry)) io.say(line);
-    for (const p of toRun) for (const set of p.shards) io.say(`${p.def.name}: ${shardSetLine(set)}`);
-    if (toRun.length === 0) {
+    const folders = await studyFolders(cfg, inputs[0], flags.out);
+    // what a study folder holds besides stage folders: the study stages' own folders (report/) and,
+    // with --out, the models' run folders
+    const studyEntries = [...all.filter(isStudyStage).map(stageFolder), ...folders.runDirs.filter((d) => join(folders.studyDir, basename(d)) === d).map((d) => basename(d))];
+    const models: RunTarget[] = [];
+    for (const [i, model] of cfg.models.entries()) {
+      const inp = inputs[i];
+      await inp.readDataset();
+      if (sel.stages.some((s) => s.inputs.tokenizer)) await inp.tokenizerHash(); // each model's own tokenizer
+      if (sel.stages.some((s) => s.inputs.model)) {
+        const ckpt = await inp.checkpoint();
+        checkParamsAgainstModel(sel, cfg, ckpt && { family: ckpt.config.family, nLayer: ckpt.config.nLayer });
+      }
+      const dir = folders.runDirs[i];
+      // never a model's folder or another folder's files (a dry run too)
+      await checkRunFolder(dir, dir === folders.studyDir ? studyEntries : []);
+      models.push({ cfg: { ...cfg, model }, inputs: inp, runDir: dir, rows: folders.rows, name: basename(dir), models });
+    }
+    const hasStudyStages = sel.stages.some(isStudyStage);
+    const study: RunTarget | undefined = hasStudyStages
+      ? { cfg, inputs: inputs[0], runDir: folders.studyDir, rows: folders.rows, name: basename(folders.studyDir), models }
+      : undefined;
+    if (study && !folders.runDirs.includes(study.runDir)) await checkRunFolder(study.runDir, studyEntries);
+    const plan = await planStudy(sel, models, study);
+    const several = models.length > 1;
+    const indent = (line: string) => several ? `  ${line}` : line;
+    for (const [i, t] of models.entries()) {
+      io.say(`run folder: ${relOrAbs(t.runDir)} (model ${t.cfg.model}${cfg.dtype === "f32" ? "" : ` ${cfg.dtype}`}, ${t.rows.length} rows)`);
+      for (const line of planLines(plan.models[i], dry)) io.say(indent(line));
+      for (const p of plan.models[i].values()) {
+        if (p.run) for (const set of p.shards) io.say(indent(`${p.def.name}: ${shardSetLine(set)}`));
+      }
+    }
+    if (study && plan.study.size) {
+      if (several) io.say(`study folder: ${relOrAbs(study.runDir)} (${models.length} models)`);
+      for (const line of planLines(plan.study, dry)) io.say(indent(line));
+    }
+    const order = runOrder(plan.models, [...plan.study.values()]);
+    const entries = (notDone: Set<Plan>) =>
+      [...plan.study.values()].filter((p) => p.selected && p.def.entry && !notDone.has(p)).map((p) => `${p.def.title.split(":")[0]}: ${relOrAbs(join(p.dir, p.def.entry!))}`);
+    if (order.length === 0) {
       io.say("nothing to do: every selected stage is up to date");
+      for (const e of entries(new Set())) io.say(e);
       return 0;
     }
     if (dry) return 0;
     const commands = new Commands(flags);
-    if (shard) await runShards(toRun, plans, target, io, shard, flags.force ?? false, commands);
+    if (shard) await runShards(order, io, shard, flags.force ?? false, commands);
     else {
-      await runPlans(toRun, target, io, flags.merge ? "merge" : flags.force ? "force" : "plain", commands);
-      io.say(`outputs in ${relOrAbs(target.runDir)}`);
+      const notDone = await runPlans(order, cfg, io, flags.merge ? "merge" : flags.force ? "force" : "plain", commands);
+      io.say(`outputs in ${relOrAbs(several && study ? study.runDir : models[0].runDir)}`);
+      for (const e of entries(notDone)) io.say(e);
     }
     return 0;
   } finally {
-    inputs.close();
+    for (const i of inputs) i.close();
   }
+}
+
+/** A stage's name in the run's story: with several models, whose run (or the study's) it is. */
+function stageLabel(p: Plan): string {
+  return p.target.models.length > 1 ? `${p.def.name} [${isStudyStage(p.def) ? "study" : p.target.name}]` : p.def.name;
 }
 
 function shardSetLine(set: ShardSet): string {
@@ -151,37 +224,59 @@ async function withStopSignals<T>(io: PipelineIO, body: (signal: AbortSignal) =>
 }
 
 /**
- * --shard i/n: shard i of every planned shardable stage whose upstream stages are up to date (one
- * that reads a stage still to be computed or merged waits, and says so); no run-folder lock (each
- * shard has its own), no output, no config.json. Stages that are not shardable are left to the merge.
+ * The order the planned stages run in: a model's stages one model after the other while they read
+ * only their own model; a stage that reads every model's (and what reads it) waits until the stages it
+ * reads have run for every model; the study's stages last.
  */
-async function runShards(
-  toRun: Plan[],
-  plans: Map<string, Plan>,
-  target: RunTarget,
-  io: PipelineIO,
-  shard: ShardSpec,
-  force: boolean,
-  commands: Commands,
-): Promise<void> {
+export function runOrder(models: Map<string, Plan>[], study: Plan[]): Plan[] {
+  const waveOf = new Map<string, number>();
+  for (const p of models[0]?.values() ?? []) {
+    let w = 0;
+    for (const u of p.upstream) {
+      const uw = waveOf.get(u.plan.def.name) ?? 0;
+      w = Math.max(w, u.label.includes("/") ? uw + 1 : uw); // another model's: after it ran for every model
+    }
+    waveOf.set(p.def.name, w);
+  }
+  const waves = Math.max(0, ...waveOf.values()) + 1;
+  const out: Plan[] = [];
+  for (let w = 0; w < waves; w++) {
+    for (const m of models) for (const p of m.values()) if (p.run && waveOf.get(p.def.name) === w) out.push(p);
+  }
+  return [...out, ...study.filter((p) => p.run)];
+}
+
+/**
+ * --shard i/n: shard i of every planned shardable stage of every model whose upstream stages are up
+ * to date (one that reads a stage still to be computed or merged, its own model's or another's,
+ * waits, and says so); no run-folder lock (each shard has its own), no output, no run.config.json.
+ * Stages that are not shardable, the study's among them, are left to the merge. One model on the
+ * GPU at a time.
+ */
+async function runShards(order: Plan[], io: PipelineIO, shard: ShardSpec, force: boolean, commands: Commands): Promise<void> {
   const label = shardLabel(shard);
-  await Deno.mkdir(target.runDir, { recursive: true });
   let computed = 0;
   await withStopSignals(io, async (signal) => {
     const session: RunSession = { signal, say: io.say };
-    for (const p of toRun) {
-      const name = p.def.name;
+    let onGpu: RunTarget | undefined;
+    for (const p of order) {
+      const name = stageLabel(p);
       if (signal.aborted) throw new InterruptedError(`interrupted before shard ${label} of ${name}; run the same command again to go on`);
       if (!p.def.shardable) {
         io.say(`${name}: not sharded; the merge runs it`);
         continue;
       }
-      const waits = (p.def.inputs.stages ?? []).filter((u) => plans.get(u)!.run);
+      const waits = [...new Set(p.upstream.filter((u) => u.plan.run).map((u) => u.label))];
       if (waits.length) {
         io.say(`${name}: waits for ${waits.join(", ")} to be merged; run this command again after the merge`);
         continue;
       }
-      const r = await runShard(p, target, session, shard, force);
+      if (p.def.inputs.model && onGpu && onGpu !== p.target) onGpu.inputs.unload();
+      if (p.def.inputs.model) onGpu = p.target;
+      if (p.target.runDir !== session.runDir) session.dataset = undefined; // the slice is per run
+      session.runDir = p.target.runDir;
+      await Deno.mkdir(p.target.runDir, { recursive: true });
+      const r = await runShard(p, p.target, session, shard, force);
       computed++;
       io.say(
         r.skipped
@@ -194,42 +289,58 @@ async function runShards(
   io.say(`next, once all ${shard.count} shards are complete: ${commands.merge()}`);
 }
 
-/**
- * Run the planned stages in order, the run folder locked, Ctrl-C / SIGTERM stopping after the
- * current batch. A shardable stage with a complete shard set is merged from it ("force": computed
- * anew instead); with shards missing, they are listed with the commands that make them and the run
- * stops. "merge" never computes a shardable stage: one without shards (the next step of a sharded
- * run) is said, with its commands, and the stages that read it are left for later.
- */
-async function runPlans(toRun: Plan[], target: RunTarget, io: PipelineIO, mode: "plain" | "force" | "merge", commands: Commands): Promise<void> {
-  const { cfg, runDir, rows } = target;
-  const effectiveConfig = {
+/** What run.config.json of a run (or study) folder says: the effective configuration of its last run. */
+function effectiveConfig(t: RunTarget, cfg: StudyConfig): Record<string, unknown> & { stagesRun: string[] } {
+  const isModel = t.models.includes(t);
+  const several = cfg.models.length > 1;
+  const tok = (r: RunTarget) => r.inputs.tokenizerPath ? relOrAbs(r.inputs.tokenizerPath) : undefined;
+  return {
     $comment: "effective configuration of the last pipeline run in this folder (each stage's manifest.json has its own)",
     config: relOrAbs(cfg.configPath),
-    model: cfg.model,
+    model: isModel ? t.cfg.model : undefined,
+    ...(several ? { models: cfg.models } : {}),
     dtype: cfg.dtype,
     dataset: relOrAbs(cfg.dataset),
-    tokenizer: target.inputs.tokenizerPath ? relOrAbs(target.inputs.tokenizerPath) : undefined,
-    rows: formatRows(rows),
-    rowCount: rows.length,
+    // each model's own tokenizer (lib/inputs.ts resolveTokenizer)
+    ...(isModel ? { tokenizer: tok(t) } : { tokenizers: t.models.map(tok) }),
+    rows: formatRows(t.rows),
+    rowCount: t.rows.length,
     stages: cfg.stages,
     stagesRun: [] as string[],
   };
+}
 
-  await Deno.mkdir(runDir, { recursive: true });
-  const unlock = await lockRunDir(runDir);
+/**
+ * Run the planned stages in order, every run folder they write locked, Ctrl-C / SIGTERM stopping
+ * after the current batch; one model on the GPU at a time. A shardable stage with a complete shard
+ * set is merged from it ("force": computed anew instead); with shards missing, they are listed with
+ * the commands that make them and the run stops. "merge" never computes a shardable stage: one
+ * without shards (the next step of a sharded run) is said, with its commands, and the stages that
+ * read it (its own model's, other models' through a study filter, the study's) are left for later.
+ * Returns the planned stages left for later.
+ */
+async function runPlans(order: Plan[], cfg: StudyConfig, io: PipelineIO, mode: "plain" | "force" | "merge", commands: Commands): Promise<Set<Plan>> {
+  const targets = [...new Set(order.map((p) => p.target))];
+  // a study folder that is a model's run folder keeps the model's entry
+  const effective = new Map(targets.map((t): [string, ReturnType<typeof effectiveConfig>] => [t.runDir, effectiveConfig(t, cfg)]).reverse());
+  const notDone = new Set<Plan>();
+  const unlocks: (() => void)[] = [];
   try {
+    for (const dir of new Set(targets.map((t) => t.runDir))) {
+      await Deno.mkdir(dir, { recursive: true });
+      unlocks.push(await lockRunDir(dir));
+    }
     await withStopSignals(io, async (signal) => {
       const session: RunSession = { signal, say: io.say };
-      const notDone = new Set<string>();
       let shardCount: number | undefined; // of the last set merged: the count to suggest next
-      for (const p of toRun) {
-        const name = p.def.name;
+      let onGpu: RunTarget | undefined;
+      for (const p of order) {
+        const name = stageLabel(p);
         if (signal.aborted) throw new InterruptedError(`interrupted before ${name}; run the same command again to go on`);
-        const waits = (p.def.inputs.stages ?? []).filter((u) => notDone.has(u));
+        const waits = [...new Set(p.upstream.filter((u) => notDone.has(u.plan)).map((u) => u.label))];
         if (waits.length) {
           io.say(`${name}: waits for ${waits.join(", ")}`);
-          notDone.add(name);
+          notDone.add(p);
           continue;
         }
         let merge: ShardSet | undefined;
@@ -240,7 +351,7 @@ async function runPlans(toRun: Plan[], target: RunTarget, io: PipelineIO, mode: 
             const n = shardCount;
             io.say(`${name}: no shards yet (nothing is computed by --merge); make them, one process (GPU) each, then merge again:`);
             io.say(`  ${commands.line(["--shard", `I/${n ?? "N"}`])}   for I = 0 … ${n !== undefined ? n - 1 : "N-1"}`);
-            notDone.add(name);
+            notDone.add(p);
             continue;
           }
           if (merge) {
@@ -248,22 +359,29 @@ async function runPlans(toRun: Plan[], target: RunTarget, io: PipelineIO, mode: 
             shardCount = merge.count;
           }
         } else if (p.def.shardable && p.shards.length) io.say(`${name}: its shards are not used (--force computes it in this process)`);
-        const { ctx, manifest, wallS } = await runStage(p, target, session, merge);
-        effectiveConfig.stagesRun.push(name);
-        await writeJsonAtomic(join(runDir, RUN_CONFIG), effectiveConfig);
+        // one model on the GPU at a time
+        if (p.def.inputs.model && onGpu && onGpu !== p.target) onGpu.inputs.unload();
+        if (p.def.inputs.model) onGpu = p.target;
+        if (p.target.runDir !== session.runDir) session.dataset = undefined; // the slice is per run
+        session.runDir = p.target.runDir;
+        const { ctx, manifest, wallS } = await runStage(p, p.target, session, merge);
+        const eff = effective.get(p.target.runDir)!;
+        eff.stagesRun.push(p.def.name);
+        await writeJsonAtomic(join(p.target.runDir, RUN_CONFIG), eff);
         const counts = Object.entries(ctx.counts).map(([k, v]) => `${k} ${v}`).join(", ");
         io.say(`${name}: ${merge ? "merged" : "done"} in ${wallS.toFixed(1)} s${counts ? ` (${counts})` : ""}`);
         io.say(`${name}: time ${profileLine(manifest.profile ?? {})}`);
       }
     });
   } finally {
-    unlock();
+    for (const u of unlocks) u();
   }
+  return notDone;
 }
 
 /** Say which shards are missing, with the command that makes each; the error ends the run. */
 function incompleteShards(p: Plan, io: PipelineIO, commands: Commands): UserError {
-  const name = p.def.name;
+  const name = stageLabel(p);
   io.say(`${name}: no complete shard set for its cache key ${p.key.slice(0, 12)} (${relOrAbs(shardsRoot(p.dir, p.key))}):`);
   for (const set of p.shards) {
     for (const line of describeMissing(set)) io.say(`  ${line}`);

@@ -20,14 +20,29 @@ export function outputsOf(def: StageDef, params: Params): string[] {
 
 /** Check the registry: names match NN_name, upstream stages exist and come earlier. */
 export function checkStages(stages: StageDef[]): void {
-  const seen = new Set<string>();
+  const seen = new Map<string, StageDef>();
   for (const s of stages) {
     if (!/^\d\d_[a-z0-9_]+$/.test(s.name)) throw new Error(`stage name ${s.name} is not of the form NN_name`);
     for (const up of s.inputs.stages ?? []) {
-      if (!seen.has(up)) throw new Error(`stage ${s.name} reads ${up}, which is not an earlier stage`);
+      const u = seen.get(up);
+      if (!u) throw new Error(`stage ${s.name} reads ${up}, which is not an earlier stage`);
+      if (isStudyStage(u) && !isStudyStage(s)) throw new Error(`stage ${s.name} runs per model but reads the study stage ${up}`);
     }
-    seen.add(s.name);
+    if (isStudyStage(s) && (s.inputs.model || s.inputs.dataset || s.inputs.tokenizer)) {
+      throw new Error(`study stage ${s.name} may read only earlier stages' outputs, not the model, dataset or tokenizer`);
+    }
+    seen.set(s.name, s);
   }
+}
+
+/** A stage that runs once per study, over every model's outputs (05_compare_models, 06_report). */
+export function isStudyStage(def: StageDef): boolean {
+  return def.scope === "study";
+}
+
+/** The stage's folder in its run or study folder. */
+export function stageFolder(def: StageDef): string {
+  return def.folder ?? def.name;
 }
 
 /** Which stages the flags select, and every stage whose key is needed (the selected ones and what they read). */
@@ -78,22 +93,44 @@ export function checkParamsAgainstModel(sel: Selection, cfg: StudyConfig, model:
   }
 }
 
-/**
- * The run folder's name: `state-spaces/mamba2-1.3b` → `mamba2-1.3b`, a folder → its name, plus the
- * row selection when partial, in characters no shell treats specially: `mamba2-1.3b_rows-0-99+4342`
- * (`+` between parts); a selection too long to spell says its first and last row and how many,
- * with 6 hex digits of its hash so that two such selections never share a folder:
- * `mamba2-1.3b_rows-3-147_50-rows_3f2a9c`. Every stage's manifest records the rows themselves.
- */
-export function runName(model: string, rows: number[], totalRows: number): string {
-  const base = basename(model.replace(/[\\/]+$/, "")).replace(/[^A-Za-z0-9._-]/g, "_") || "model";
-  if (rows.length === totalRows) return base;
-  const spec = formatRows(rows);
-  if (spec.length <= 40) return `${base}_rows-${spec.replaceAll(",", "+")}`;
-  return `${base}_rows-${rows[0]}-${rows[rows.length - 1]}_${rows.length}-rows_${sha256(spec).slice(0, 6)}`;
+function modelBase(model: string): string {
+  return basename(model.replace(/[\\/]+$/, "")).replace(/[^A-Za-z0-9._-]/g, "_") || "model";
 }
 
-function modelIdForKey(model: string): string {
+/**
+ * The row selection's part of a folder name, empty when every row is selected, in characters no
+ * shell treats specially: `_rows-0-99+4342` (`+` between parts); a selection too long to spell says
+ * its first and last row and how many, with 6 hex digits of its hash so that two such selections
+ * never share a folder: `_rows-3-147_50-rows_3f2a9c`. Every stage's manifest records the rows themselves.
+ */
+function rowsPart(rows: number[], totalRows: number): string {
+  if (rows.length === totalRows) return "";
+  const spec = formatRows(rows);
+  if (spec.length <= 40) return `_rows-${spec.replaceAll(",", "+")}`;
+  return `_rows-${rows[0]}-${rows[rows.length - 1]}_${rows.length}-rows_${sha256(spec).slice(0, 6)}`;
+}
+
+/**
+ * The run folder's name: `state-spaces/mamba2-1.3b` → `mamba2-1.3b`, a folder → its name, plus the
+ * row selection when partial (rowsPart): `mamba2-1.3b_rows-0-99+4342`.
+ */
+export function runName(model: string, rows: number[], totalRows: number): string {
+  return modelBase(model) + rowsPart(rows, totalRows);
+}
+
+/**
+ * The study's folder name: with one model its run folder's name (the study's stages write beside the
+ * model's); with several `study` from the config, else `study_<model>+<model>…` (a hash when long), plus
+ * the row selection when partial.
+ */
+export function studyName(models: string[], rows: number[], totalRows: number, study?: string): string {
+  if (study) return study + rowsPart(rows, totalRows);
+  if (models.length === 1) return runName(models[0], rows, totalRows);
+  const names = models.map(modelBase).join("+");
+  return `study_${names.length <= 80 ? names : sha256(names).slice(0, 12)}` + rowsPart(rows, totalRows);
+}
+
+export function modelIdForKey(model: string): string {
   if (model.startsWith("/")) {
     const rel = relative(REPO_ROOT, model);
     return rel.startsWith("..") ? model : rel;
@@ -152,7 +189,7 @@ export interface Plan {
   def: StageDef;
   material: KeyMaterial;
   key: string;
-  /** the stage's folder in the run folder */
+  /** the stage's folder in the run (or study) folder */
   dir: string;
   selected: boolean;
   run: boolean;
@@ -164,14 +201,28 @@ export interface Plan {
   shards: ShardSet[];
   /** forced (--force, --from): the saved work of an interrupted run is discarded, the stage starts over */
   fresh: boolean;
+  /** the run (one model's, or the study's) it belongs to */
+  target: RunTarget;
+  /** the plans it reads: its own run's, other models' (a study filter), every model's (a study stage) */
+  upstream: UpstreamRef[];
 }
 
-/** One model's run: where it writes and which rows it reads. */
+/** One model's run: where it writes and which rows it reads; or, for the study's stages, the study's. */
 export interface RunTarget {
   cfg: StudyConfig;
   inputs: RunInputs;
   runDir: string;
   rows: number[];
+  /** the folder's name: it labels a model's stages in the keys of the stages that read other models */
+  name: string;
+  /** every model's run of the study, in study order (this one included when it is a model's) */
+  models: RunTarget[];
+}
+
+/** An upstream plan and the label it has in the reader's key (`03_info_flow`, or `<run>/03_info_flow` for another run's). */
+export interface UpstreamRef {
+  label: string;
+  plan: Plan;
 }
 
 /** A stage's parameters: those that can change its outputs (the key's) and the throughput-only ones. */
@@ -185,7 +236,7 @@ export function splitParams(def: StageDef, all: Params): { params: Params; throu
 }
 
 /** A stage's key material: its code, parameters, inputs and upstream stages' keys. */
-async function keyMaterial(def: StageDef, t: RunTarget, upstreamKey: (stage: string) => string): Promise<KeyMaterial> {
+async function keyMaterial(def: StageDef, t: RunTarget, upstream: UpstreamRef[]): Promise<KeyMaterial> {
   const { cfg, inputs } = t;
   const codeSha256 = await hashModuleTree(new URL(def.module).pathname, join(REPO_ROOT, "workflows") + "/");
   const { params, throughputParams } = splitParams(def, cfg.stages[def.name]);
@@ -198,7 +249,7 @@ async function keyMaterial(def: StageDef, t: RunTarget, upstreamKey: (stage: str
   if (def.inputs.model) {
     material.inputs.model = { id: modelIdForKey(cfg.model), identity: inputs.ckpt?.identity ?? "(not downloaded)", dtype: cfg.dtype };
   }
-  if (def.inputs.stages?.length) material.inputs.upstream = Object.fromEntries(def.inputs.stages.map((u) => [u, upstreamKey(u)]));
+  if (upstream.length) material.inputs.upstream = Object.fromEntries(upstream.map((u) => [u.label, u.plan.key]));
   return material;
 }
 
@@ -215,57 +266,98 @@ async function staleness(dir: string, def: StageDef, material: KeyMaterial, key:
   return { reasons, old };
 }
 
-/** Plan every stage of the selection for one model's run, in registry order. */
-export async function planStages(sel: Selection, t: RunTarget): Promise<Map<string, Plan>> {
-  const plans = new Map<string, Plan>();
+/** Plan one stage of one run, given the plans it reads. */
+async function planOne(def: StageDef, t: RunTarget, sel: Selection, upstream: UpstreamRef[]): Promise<Plan> {
   const names = sel.stages.map((s) => s.name);
+  const material = await keyMaterial(def, t, upstream);
+  const key = cacheKeyOf(material);
+  const dir = join(t.runDir, stageFolder(def));
+  const { reasons, old } = await staleness(dir, def, material, key);
+  const fresh = sel.force || def.name === sel.from;
+  const saved = await hasSavedWork(join(dir, ".work"), key);
+  if (saved && !fresh) {
+    // an interrupted run of this very work: say that it goes on, not that nothing was done
+    if (old === null) reasons.splice(0, reasons.length, "resumes an interrupted run (its saved work is kept)");
+    else if (reasons.length) reasons.push("an interrupted run's saved work is resumed"); // an up-to-date output stays so
+  }
+  if (def.inputs.model && !t.inputs.ckpt) reasons.push(`model not downloaded yet (${t.inputs.ckptError})`);
+  const upToDate = reasons.length === 0;
+  const isSel = sel.selected.has(def.name);
+  let run = false;
+  const why: string[] = [];
+  if (isSel) {
+    const over = saved ? ", starts over (the saved work of an interrupted run is discarded)" : "";
+    if (sel.force) why.push(`forced (--force)${over}`);
+    else if (def.name === sel.from) why.push(`forced (--from ${sel.from})${over}`);
+    why.push(...reasons);
+    for (const u of upstream) {
+      if (u.plan.run && !why.some((w) => w.startsWith(`upstream ${u.label}`))) why.push(`upstream ${u.label} reruns`);
+    }
+    if (sel.from !== undefined && names.indexOf(def.name) > names.indexOf(sel.from) && why.length === 0) why.push(`after ${sel.from} (--from)`);
+    run = why.length > 0;
+  }
+  const engineChanged = upToDate && !!def.inputs.model && typeof old === "object" && old !== null &&
+    old.engine?.engineSha256 !== undefined && old.engine.engineSha256 !== await engineSha256();
+  const shards = def.shardable && run ? await findShardSets(dir, key) : [];
+  return { def, material, key, dir, selected: isSel, run, reasons: isSel ? why : reasons, upToDate, engineChanged, shards, fresh, target: t, upstream };
+}
+
+/** Every stage of a study planned: each model's stages per run folder, then the study's stages. */
+export interface StudyPlan {
+  /** per model (in study order): its stages by name, in registry order */
+  models: Map<string, Plan>[];
+  /** the study's stages by name (empty when none is selected or needed) */
+  study: Map<string, Plan>;
+}
+
+/**
+ * Plan a study: stage by stage in registry order, each model's run of a model stage (reading its own
+ * run's upstream stages, and for `studyInputs` the other models' too), then each study stage once
+ * (reading every model's runs). A stage that is not selected but is read by one that runs must be up to date.
+ */
+export async function planStudy(sel: Selection, targets: RunTarget[], study?: RunTarget): Promise<StudyPlan> {
+  const models = targets.map(() => new Map<string, Plan>());
+  const studyPlans = new Map<string, Plan>();
   for (const def of sel.stages) {
-    const material = await keyMaterial(def, t, (u) => plans.get(u)!.key);
-    const key = cacheKeyOf(material);
-    const dir = join(t.runDir, def.name);
-    const { reasons, old } = await staleness(dir, def, material, key);
-    const fresh = sel.force || def.name === sel.from;
-    const saved = await hasSavedWork(join(dir, ".work"), key);
-    if (saved && !fresh) {
-      // an interrupted run of this very work: say that it goes on, not that nothing was done
-      if (old === null) reasons.splice(0, reasons.length, "resumes an interrupted run (its saved work is kept)");
-      else if (reasons.length) reasons.push("an interrupted run's saved work is resumed"); // an up-to-date output stays so
-    }
-    if (def.inputs.model && !t.inputs.ckpt) reasons.push(`model not downloaded yet (${t.inputs.ckptError})`);
-    const upToDate = reasons.length === 0;
-    const isSel = sel.selected.has(def.name);
-    let run = false;
-    const why: string[] = [];
-    if (isSel) {
-      const over = saved ? ", starts over (the saved work of an interrupted run is discarded)" : "";
-      if (sel.force) why.push(`forced (--force)${over}`);
-      else if (def.name === sel.from) why.push(`forced (--from ${sel.from})${over}`);
-      why.push(...reasons);
-      for (const up of def.inputs.stages ?? []) {
-        const u = plans.get(up)!;
-        if (u.run && !why.some((w) => w.startsWith(`upstream ${up}`))) why.push(`upstream ${up} reruns`);
+    if (isStudyStage(def)) {
+      if (!study) continue;
+      const ups: UpstreamRef[] = [];
+      for (const u of def.inputs.stages ?? []) {
+        const own = studyPlans.get(u);
+        if (own) ups.push({ label: u, plan: own });
+        else targets.forEach((o, j) => ups.push({ label: `${o.name}/${u}`, plan: models[j].get(u)! }));
       }
-      if (sel.from !== undefined && names.indexOf(def.name) > names.indexOf(sel.from) && why.length === 0) why.push(`after ${sel.from} (--from)`);
-      run = why.length > 0;
+      studyPlans.set(def.name, await planOne(def, study, sel, ups));
+      continue;
     }
-    const engineChanged = upToDate && !!def.inputs.model && typeof old === "object" && old !== null &&
-      old.engine?.engineSha256 !== undefined && old.engine.engineSha256 !== await engineSha256();
-    const shards = def.shardable && run ? await findShardSets(dir, key) : [];
-    plans.set(def.name, { def, material, key, dir, selected: isSel, run, reasons: isSel ? why : reasons, upToDate, engineChanged, shards, fresh });
+    for (const [i, t] of targets.entries()) {
+      const ups: UpstreamRef[] = (def.inputs.stages ?? []).map((u) => ({ label: u, plan: models[i].get(u)! }));
+      for (const u of def.studyInputs?.(t.cfg.stages[def.name]) ?? []) {
+        targets.forEach((o, j) => {
+          if (j !== i) ups.push({ label: `${o.name}/${u}`, plan: models[j].get(u)! });
+        });
+      }
+      models[i].set(def.name, await planOne(def, t, sel, ups));
+    }
   }
   // a stage that is not selected but is read by one that runs must be up to date
-  for (const p of plans.values()) {
+  for (const p of [...models.flatMap((m) => [...m.values()]), ...studyPlans.values()]) {
     if (!p.run) continue;
-    for (const up of p.def.inputs.stages ?? []) {
-      const u = plans.get(up)!;
+    for (const { label, plan: u } of p.upstream) {
       if (!u.selected && !u.upToDate) {
+        const where = label.includes("/") ? ` of ${relOrAbs(u.target.runDir)}` : "";
         throw new UserError(
-          `${p.def.name} needs ${up}, which is not up to date (${u.reasons[0]}); run ${up} first (deno task stage ${up}) or the whole pipeline`,
+          `${p.def.name} needs ${u.def.name}${where}, which is not up to date (${u.reasons[0]}); run ${u.def.name} first (deno task stage ${u.def.name}) or the whole pipeline`,
         );
       }
     }
   }
-  return plans;
+  return { models, study: studyPlans };
+}
+
+/** Plan every stage of the selection for one model's run, in registry order. */
+export async function planStages(sel: Selection, t: RunTarget): Promise<Map<string, Plan>> {
+  return (await planStudy(sel, [t])).models[0];
 }
 
 /** One line per selected stage: runs (and why) or skipped. */

@@ -64,6 +64,22 @@ export interface StageDef<P extends Params = Params> {
    * UserError of one line naming the parameter. Skipped while a hub model is not downloaded yet.
    */
   checkModel?(params: P, model: ModelShape): void;
+  /**
+   * `model` (default): runs once per model of the study, in that model's run folder. `study`: runs
+   * once, after every model's stages, in the study's folder, reading every model's outputs
+   * (`ctx.models`); it may read only earlier stages, not the dataset, tokenizer or model.
+   */
+  scope?: "model" | "study";
+  /** the stage's folder in its run or study folder (default: its name) */
+  folder?: string;
+  /** the file of its folder a person opens (the report's index.html): the pipeline says where it is */
+  entry?: string;
+  /**
+   * The earlier stages whose outputs this model stage reads from every *other* model of the study too,
+   * for these parameters (e.g. 01_construct for the filter all-models-correct): their keys go into its
+   * key, and they run for every model before it runs for any.
+   */
+  studyInputs?(params: P): string[];
   run(ctx: StageContext<P>): Promise<void>;
 }
 
@@ -95,6 +111,19 @@ export interface UpstreamOutputs {
   file(name: string): string;
 }
 
+/** One model of the study as a stage sees it: its id, its run folder, and its stages' outputs. */
+export interface ModelOutputs {
+  /** the model as the keys name it (hub id, or a path relative to the repository) */
+  model: string;
+  /** its run folder's name */
+  name: string;
+  dir: string;
+  /** whether it is the model the (model) stage runs for */
+  self: boolean;
+  /** a stage's outputs in this model's run folder (a stage the reader declares in `inputs.stages` or `studyInputs`) */
+  upstream(name: string): UpstreamOutputs;
+}
+
 export interface StageContext<P extends Params = Params> {
   stage: StageDef<P>;
   params: P;
@@ -118,6 +147,8 @@ export interface StageContext<P extends Params = Params> {
   tokenizer(): Promise<TextTokenizer>;
   model(): Promise<LoadedModel>;
   upstream(name: string): UpstreamOutputs;
+  /** every model of the study, in study order (in a model stage, its own model included) */
+  models: ModelOutputs[];
   progress(label: string, total: number, initial?: number, unit?: string): Progress;
   log(message: string): void;
   /** numbers for the manifest (rows done, hits, ...) */

@@ -5,16 +5,18 @@ import { join } from "node:path";
 import { Progress } from "../../engine/progress.ts";
 import { relOrAbs } from "./config.ts";
 import { InterruptedError, UserError } from "./errors.ts";
-import type { Plan, RunTarget } from "./plan.ts";
+import { isStudyStage, modelIdForKey, type Plan, type RunTarget, stageFolder } from "./plan.ts";
 import { shareOf, type ShardSpec } from "./shard.ts";
-import type { DatasetSlice, StageContext, UpstreamOutputs } from "./stage.ts";
+import type { DatasetSlice, ModelOutputs, StageContext, UpstreamOutputs } from "./stage.ts";
 
 /** What every stage of one run shares besides the run's target. */
 export interface RunSession {
   signal: AbortSignal;
   say(line: string): void;
-  /** the dataset slice of the selected rows, made once per run */
+  /** the dataset slice of the selected rows, made once per run folder */
   dataset?: DatasetSlice;
+  /** the run folder the dataset slice was made for */
+  runDir?: string;
 }
 
 /** How this process takes part in the stage's work: one shard of it, or the merge of a complete set. */
@@ -62,10 +64,22 @@ export function makeStageContext(plan: Plan, target: RunTarget, session: RunSess
     model: () => inputs.model(log),
     upstream: (name: string): UpstreamOutputs => {
       if (!(def.inputs.stages ?? []).includes(name)) throw new Error(`${def.name} does not declare ${name} as an input`);
-      const udir = join(runDir, name);
-      const text = Deno.readTextFileSync(join(udir, "manifest.json"));
-      return { name, dir: udir, manifest: JSON.parse(text), file: (f) => join(udir, f) };
+      const up = plan.upstream.find((u) => u.label === name);
+      if (!up) throw new Error(`${def.name} reads ${name} from each model: use ctx.models`);
+      return upstreamOutputs(name, runDir, stageFolder(up.plan.def));
     },
+    models: target.models.map((m): ModelOutputs => ({
+      model: modelIdForKey(m.cfg.model),
+      name: m.name,
+      dir: m.runDir,
+      self: m === target,
+      upstream: (name: string) => {
+        const mine = m === target || isStudyStage(def);
+        const allowed = mine ? (def.inputs.stages ?? []) : (def.studyInputs?.(cfg.stages[def.name]) ?? []);
+        if (!allowed.includes(name)) throw new Error(`${def.name} does not declare ${name} of ${mine ? "its model" : "the other models"} as an input`);
+        return upstreamOutputs(name, m.runDir, name);
+      },
+    })),
     progress: (label, total, initial = 0, unit = "prompts") => new Progress(label, total, initial, { unit }),
     log,
     counts: {},
@@ -78,4 +92,11 @@ export function makeStageContext(plan: Plan, target: RunTarget, session: RunSess
       }
     },
   };
+}
+
+/** A finished stage's folder, manifest and files. */
+function upstreamOutputs(name: string, runDir: string, folder: string): UpstreamOutputs {
+  const udir = join(runDir, folder);
+  const text = Deno.readTextFileSync(join(udir, "manifest.json"));
+  return { name, dir: udir, manifest: JSON.parse(text), file: (f) => join(udir, f) };
 }
