@@ -103,6 +103,16 @@ export function selectByDecay(sel: UnitSelector, decay: ArrayLike<number> | null
 }
 
 /**
+ * Whether a selector can apply to every layer of a family with these units, before the model (and
+ * its decays) is loaded: which units a fast:/slow: selector picks depends on the decays, whether it
+ * names a unit that does not exist or picks none does not. InputError as selectByDecay's.
+ */
+export function checkSelectorApplies(sel: UnitSelector, units: KnockoutUnits, where: string): void {
+  const n = units.unitsPerLayer;
+  selectByDecay(sel, units.rankedByDecay ? new Float64Array(n) : null, n, where);
+}
+
+/**
  * Edges blocked in layers [start, end), in the selected units; with `conv`, also the conv1d taps
  * s -> t of every blocked (t, s) with 0 < t - s < d_conv (all conv channels, before the SiLU).
  */
@@ -120,16 +130,21 @@ export interface KnockoutConfig extends KnockoutSpec {
   target: number; // token whose probability is reported
 }
 
-export interface ModelInfo {
+/** What a knockout can act on in a family's layers, known from config.json alone (Family.units). */
+export interface KnockoutUnits {
+  modes: Mode[]; // ["scan", "attention"] for Mamba, ["attention"] for Transformers
+  unitName: "head" | "channel";
+  unitsPerLayer: number;
+  convWidth: number; // d_conv of the family's conv path that knockouts may cut; 0 = none
+  rankedByDecay: boolean; // whether its units have a decay (LanguageModel.decay) for fast:/slow: selectors
+}
+
+export interface ModelInfo extends KnockoutUnits {
   family: string; // "mamba2", "mamba1", "falcon_mamba", "gpt_neox", "gpt2", "llama", "qwen2", "mistral"
   nLayer: number;
   dModel: number;
   vocabSize: number; // real tokens (softmax and ids are over these)
   vocabPadded: number; // rows of the LM head
-  modes: Mode[]; // ["scan", "attention"] for Mamba, ["attention"] for Transformers
-  unitName: "head" | "channel";
-  unitsPerLayer: number;
-  convWidth: number; // d_conv of the family's conv path that knockouts may cut; 0 = none
   config: Record<string, unknown>; // the family's parsed config, for manifests
 }
 

@@ -7,7 +7,7 @@
 // "Mamba2" for Mamba-2 and absent or "Mamba1" for Mamba-1. The Transformer families (GPT-NeoX,
 // GPT-2, Llama, Qwen2, Mistral; engine/transformer/) are Hugging Face ones, named by model_type,
 // and come after the Mamba ones.
-import { InputError, type LanguageModel } from "./arch.ts";
+import { InputError, type KnockoutUnits, type LanguageModel } from "./arch.ts";
 import type { Checkpoint } from "./checkpoint/mod.ts";
 import { CheckpointError } from "./checkpoint/types.ts";
 import { ConfigError, type ModelConfig } from "./config.ts";
@@ -50,6 +50,8 @@ export interface Family {
    * where the names depend on it (GPT-2's optional "transformer." prefix), absent for synthetic ones
    */
   tensors(config: ModelConfig, has?: (name: string) => boolean): TensorSpec[];
+  /** what knockouts act on (the loaded model's info says the same), for checks before it is loaded */
+  units(config: ModelConfig): KnockoutUnits;
   /** load the checkpoint (its tensors already checked against `tensors`) onto the GPU */
   load(gpu: Gpu, ckpt: Checkpoint, opts: LoadOptions): Promise<LanguageModel>;
 }

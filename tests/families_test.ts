@@ -9,7 +9,7 @@ import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { type KnockoutConfig, type KnockoutSpec, parseUnitSelector } from "../engine/arch.ts";
 import { type Checkpoint, expectModelTensors, openCheckpoint } from "../engine/checkpoint/mod.ts";
 import { parseConfig } from "../engine/config.ts";
-import { detectFamily, expectedTensors, families } from "../engine/families.ts";
+import { detectFamily, expectedTensors, families, familyOf } from "../engine/families.ts";
 import { flowEdges } from "../engine/flows.ts";
 import { argmax, logSumExp } from "../engine/probs.ts";
 import { assertGoldenKnockouts, assertGoldenSequences, FIXTURE_DIR, goldenEngine, loadBackbone, maxAbs, maxAbsDiff } from "./helpers.ts";
@@ -186,5 +186,31 @@ Deno.test("backbone: the knockout masks are the union of every spec on an edge; 
     assertThrows(() => model.maxBatch(1e6, { mode: "attention" }), /a prompt of 1000000 tokens is too long for attention mode on this adapter/);
   } finally {
     model.destroy();
+  }
+});
+
+Deno.test("what knockouts act on, from config.json alone, is what the loaded model says (the checks before a run)", async () => {
+  const dir = (name: string) => new URL(`./fixtures/${name}/`, import.meta.url).pathname;
+  const cases: [string, { unitName: string; unitsPerLayer: number; convWidth: number; rankedByDecay: boolean }][] = [
+    ["mamba2-tiny", { unitName: "head", unitsPerLayer: 8, convWidth: 4, rankedByDecay: true }],
+    ["mamba1-tiny", { unitName: "channel", unitsPerLayer: 64, convWidth: 4, rankedByDecay: true }],
+    ["pythia-tiny", { unitName: "head", unitsPerLayer: 4, convWidth: 0, rankedByDecay: false }],
+  ];
+  for (const [name, expected] of cases) {
+    const ckpt = await openCheckpoint(dir(name));
+    const units = familyOf(ckpt.config).units(ckpt.config);
+    const model = await loadBackbone(ckpt);
+    try {
+      const { unitName, unitsPerLayer, convWidth, rankedByDecay } = units;
+      assertEquals({ unitName, unitsPerLayer, convWidth, rankedByDecay }, expected, name);
+      assertEquals(model.info.modes, units.modes, name);
+      assertEquals(model.info.unitsPerLayer, units.unitsPerLayer, name);
+      assertEquals(model.info.convWidth, units.convWidth, name);
+      assertEquals(model.decay(0) !== null, units.rankedByDecay, `${name}: a decay per unit exactly when selectors may rank by it`);
+      if (model.decay(0)) assertEquals(model.decay(0)!.length, units.unitsPerLayer, name);
+    } finally {
+      model.destroy();
+      ckpt.close();
+    }
   }
 });

@@ -40,6 +40,8 @@ Deno.test("usage errors exit 2, other errors 1; every value checked against the 
     ["toString", ["--set", "02_compare.toString=1"], /stage 02_compare has no parameter "toString"/, 2],
     ["k larger than the model (dry run)", ["--dry-run", "--set", "03_info_flow.k=3,9"], /03_info_flow\.k: window size k=9 is larger than the model's 6 layers; use k <= 6/, 2],
     ["04's k larger than the model (dry run)", ["--dry-run", "--only", "04_heatmap", "--set", "04_heatmap.k=7"], /04_heatmap\.k: window size k=7 is larger than the model's 6 layers/, 2],
+    ["a head the model does not have (dry run)", ["--dry-run", "--set", "03_info_flow.k=3", "--set", "03_info_flow.heads=all,only:2+8"], /03_info_flow\.heads: unit selector only:2\+8: unit 8 does not exist \(a mamba2 layer has units 0\.\.7\)/, 2],
+    ["04's head selector that picks no head (dry run)", ["--dry-run", "--set", "03_info_flow.k=3", "--set", "04_heatmap.heads=fast:1/9"], /04_heatmap\.heads: unit selector fast:1\/9 picks no unit of a mamba2 layer \(8 units\)/, 2],
     ["k that is not a number (dry run)", ["--dry-run", "--set", "03_info_flow.k=abc"], /03_info_flow\.k: "abc" is not a positive integer/, 2],
     ["k given twice (dry run)", ["--dry-run", "--set", "03_info_flow.k=3,3"], /03_info_flow\.k: "3" is given twice/, 2],
     ["04's k that is not an integer", ["--dry-run", "--set", "04_heatmap.k=abc"], /04_heatmap\.k must be an integer/, 2],

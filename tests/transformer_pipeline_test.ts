@@ -120,7 +120,7 @@ Deno.test("deno task pipeline --model EleutherAI/pythia-160m: the study end to e
 
     await t.step("decay selectors and conv knockouts are refused in one line, and nothing is written", async () => {
       const cases: [string[], RegExp][] = [
-        [["--only", "03_info_flow", "--set", "03_info_flow.heads=all,not-fast:1/3"], /03_info_flow\.heads: unit selector not-fast:1\/3 ranks units by decay, which layer 0 does not have: use all or only/],
+        [["--only", "03_info_flow", "--set", "03_info_flow.heads=all,not-fast:1/3"], /03_info_flow\.heads: unit selector not-fast:1\/3 ranks units by decay, which a gpt_neox layer does not have: use all or only/],
         [["--only", "03_info_flow", "--set", "03_info_flow.conv=false,true"], /03_info_flow\.conv: gpt_neox models have no conv path to cut; use conv=false/],
         [["--only", "04_heatmap", "--set", "04_heatmap.heads=slow:1/2"], /04_heatmap\.heads: unit selector slow:1\/2 ranks units by decay/],
         [["--only", "04_heatmap", "--set", "04_heatmap.conv=true"], /04_heatmap\.conv: gpt_neox models have no conv path to cut/],

@@ -230,6 +230,8 @@ export default defineStage<InfoFlowParams>({
     for (const k of parseWindowSizes(P.k, "03_info_flow.k")) {
       checkWindow(() => layerWindows(model.nLayer, k, P.window as WindowConvention), "03_info_flow.k");
     }
+    const axes = infoFlowAxes(P);
+    checkKnockoutsApply(model, { heads: axes.heads, conv: axes.conv }, "03_info_flow");
   },
   studyInputs: (P) => filterStudyInputs(P.filter),
 
@@ -246,7 +248,7 @@ export default defineStage<InfoFlowParams>({
     const model: LanguageModel = loaded.model;
     const nLayer = model.info.nLayer;
     for (const k of ks) layerWindows(nLayer, k, convention);
-    checkKnockoutsApply(model, { heads: axes.heads, conv: axes.conv }, "03_info_flow");
+    checkKnockoutsApply(model.info, { heads: axes.heads, conv: axes.conv }, "03_info_flow");
     const configs = new Map<number, InfoFlowConfig[]>();
     const noEdges: Record<string, number> = Object.fromEntries(axes.flows.map((f) => [f.text, 0]));
     for (const p of prompts) {

@@ -218,6 +218,7 @@ export default defineStage<HeatmapParams>({
   },
   checkModel(P, model) {
     checkWindow(() => layerWindows(model.nLayer, P.k, "start"), "04_heatmap.k");
+    checkKnockoutsApply(model, { heads: [parseSelector(P.heads, "04_heatmap.heads")], conv: [P.conv] }, "04_heatmap");
   },
   studyInputs: (P) => filterStudyInputs(P.filter),
 
@@ -274,7 +275,7 @@ export default defineStage<HeatmapParams>({
     layerWindows(nLayer, P.k, "start"); // k larger than the model's layers: one clear error
     const units = parseSelector(P.heads, "04_heatmap.heads");
     const heads = formatUnitSelector(units);
-    checkKnockoutsApply(model, { heads: [units], conv: [P.conv] }, "04_heatmap");
+    checkKnockoutsApply(model.info, { heads: [units], conv: [P.conv] }, "04_heatmap");
     const prompts: HeatmapPrompt[] = chosen.map((row) => {
       const a: ConstructRow = attention.get(row)!;
       return {

@@ -7,6 +7,7 @@
 //     head's rows), state_size, expand (or intermediate_size), conv_kernel, time_step_rank,
 //     tie_word_embeddings, layer_norm_epsilon, and for Falcon-Mamba mixer_rms_eps (B, C and the
 //     dt-rank input RMS-normalised without weights right after x_proj).
+import type { KnockoutUnits } from "../arch.ts";
 import { bool, ConfigError, type ModelConfig, positiveInt, positiveNumber, requireValue } from "../config.ts";
 import type { Layout } from "../mamba2/config.ts";
 
@@ -25,6 +26,14 @@ export interface Mamba1Config extends ModelConfig {
 
 /** The selective-scan kernel keeps a channel's state in registers: at most this many (real models: 16). */
 export const MAX_D_STATE = 64;
+
+/**
+ * Knockouts act on the channels of d_inner, ranked by Σ_n exp(A[c, n]); the width-d_conv causal conv
+ * on x has its taps s -> t cut as Mamba-2's (before the SiLU).
+ */
+export function mamba1Units(c: Mamba1Config): KnockoutUnits {
+  return { modes: ["scan", "attention"], unitName: "channel", unitsPerLayer: c.dInner, convWidth: c.dConv, rankedByDecay: true };
+}
 
 export function parseMamba1Config(c: Record<string, unknown>): Mamba1Config {
   return typeof c.model_type === "string" ? parseHf(c) : parseStateSpaces(c);

@@ -4,11 +4,12 @@
 // dt-rank input (engine/mamba1/config.ts).
 import type { Family } from "../families.ts";
 import type { ModelConfig } from "../config.ts";
-import { type Mamba1Config, parseMamba1Config } from "./config.ts";
+import { type Mamba1Config, mamba1Units, parseMamba1Config } from "./config.ts";
 import { loadMamba1 } from "./model.ts";
 import { mamba1TensorList } from "./tensors.ts";
 
 const tensors = (config: ModelConfig) => mamba1TensorList(config as Mamba1Config);
+const units = (config: ModelConfig) => mamba1Units(config as Mamba1Config);
 
 export const MAMBA1: Family = {
   name: "mamba1",
@@ -16,6 +17,7 @@ export const MAMBA1: Family = {
   describe: 'state-spaces config.json without ssm_cfg.layer (or "Mamba1"), or model_type "mamba"',
   parseConfig: parseMamba1Config,
   tensors,
+  units,
   load: loadMamba1,
 };
 
@@ -25,5 +27,6 @@ export const FALCON_MAMBA: Family = {
   describe: 'model_type "falcon_mamba"',
   parseConfig: parseMamba1Config,
   tensors,
+  units,
   load: loadMamba1,
 };

@@ -14,7 +14,7 @@ import type { Gpu, Recorder } from "../gpu.ts";
 import { WeightLoader } from "../loading.ts";
 import { destroyWeight, type Weight } from "../matmul.ts";
 import { Ops } from "../ops.ts";
-import { type Mamba1Config, parseMamba1Config } from "./config.ts";
+import { type Mamba1Config, mamba1Units, parseMamba1Config } from "./config.ts";
 import { type Mamba1Shape, Mamba1Ops } from "./ops.ts";
 import { mamba1Tensors } from "./tensors.ts";
 
@@ -71,11 +71,7 @@ export class Mamba1Stack implements LayerStack {
       dModel: c.dModel,
       vocabSize: c.vocabSize,
       vocabPadded: c.vocabPadded,
-      modes: ["scan", "attention"],
-      unitName: "channel",
-      unitsPerLayer: c.dInner,
-      // the width-d_conv causal conv on x: its taps s -> t are cut as Mamba-2's (before the SiLU)
-      convWidth: c.dConv,
+      ...mamba1Units(c),
       config: Object.fromEntries(Object.entries(c).filter(([k]) => k !== "raw")),
     };
     this.capture = { xz: 2 * c.dInner, x: c.dInner, dt: c.dInner, bc: 2 * c.dState };

@@ -7,6 +7,7 @@
 //     num_hidden_layers, vocab_size (the LM head's rows), state_size, head_dim, num_heads, expand,
 //     n_groups, conv_kernel, chunk_size, time_step_limit, tie_word_embeddings, layer_norm_epsilon;
 //     absent keys take transformers' Mamba2Config defaults.
+import type { KnockoutUnits } from "../arch.ts";
 import { bool, ConfigError, dtLimit, type ModelConfig, positiveInt, positiveNumber, requireValue } from "../config.ts";
 
 export type Layout = "state-spaces" | "hf";
@@ -32,6 +33,11 @@ export interface Mamba2Config extends ModelConfig {
 
 /** The gated RMSNorm's epsilon in mamba_ssm (RMSNormGated's default; not in config.json). */
 export const GATED_NORM_EPS = 1e-5;
+
+/** Knockouts act on the heads, ranked by their decay exp(A); the conv1d taps can be cut. */
+export function mamba2Units(c: Mamba2Config): KnockoutUnits {
+  return { modes: ["scan", "attention"], unitName: "head", unitsPerLayer: c.nheads, convWidth: c.dConv, rankedByDecay: true };
+}
 
 export function parseMamba2Config(c: Record<string, unknown>): Mamba2Config {
   return typeof c.model_type === "string" ? parseHf(c) : parseStateSpaces(c);

@@ -2,7 +2,7 @@
 // ssm_cfg.layer "Mamba2", and Hugging Face model_type "mamba2" (Mamba2ForCausalLM).
 import type { Family } from "../families.ts";
 import type { ModelConfig } from "../config.ts";
-import { type Mamba2Config, parseMamba2Config } from "./config.ts";
+import { type Mamba2Config, mamba2Units, parseMamba2Config } from "./config.ts";
 import { loadMamba2 } from "./model.ts";
 import { mamba2TensorList } from "./tensors.ts";
 
@@ -12,5 +12,6 @@ export const MAMBA2: Family = {
   describe: 'state-spaces config.json with ssm_cfg.layer "Mamba2", or model_type "mamba2"',
   parseConfig: parseMamba2Config,
   tensors: (config: ModelConfig) => mamba2TensorList(config as Mamba2Config),
+  units: (config: ModelConfig) => mamba2Units(config as Mamba2Config),
   load: loadMamba2,
 };

@@ -13,7 +13,7 @@ import type { Gpu, Recorder } from "../gpu.ts";
 import { WeightLoader } from "../loading.ts";
 import { destroyWeight, type RowMap, type Weight } from "../matmul.ts";
 import { Ops } from "../ops.ts";
-import { type Mamba2Config, parseMamba2Config } from "./config.ts";
+import { type Mamba2Config, mamba2Units, parseMamba2Config } from "./config.ts";
 import { Mamba2Ops, type SsdShape } from "./ops.ts";
 import { mamba2Tensors } from "./tensors.ts";
 
@@ -61,10 +61,7 @@ export class Mamba2Stack implements LayerStack {
       dModel: c.dModel,
       vocabSize: c.vocabSize,
       vocabPadded: c.vocabPadded,
-      modes: ["scan", "attention"],
-      unitName: "head",
-      unitsPerLayer: c.nheads,
-      convWidth: c.dConv,
+      ...mamba2Units(c),
       config: Object.fromEntries(Object.entries(c).filter(([k]) => k !== "raw")),
     };
     this.capture = { zxbcdt: c.dInProj, xbc: c.convDim, dt: c.nheads };

@@ -2,6 +2,7 @@
 // config.json (engine/<family>/family.ts), and the config readers those parsers share beside
 // engine/config.ts's positiveInt / positiveNumber. Every problem is a ConfigError of one line naming
 // the key; opening the checkpoint prefixes its folder.
+import type { KnockoutUnits } from "../arch.ts";
 import { ConfigError, type ModelConfig, positiveInt, positiveNumber } from "../config.ts";
 
 export { ConfigError, positiveInt, positiveNumber };
@@ -13,6 +14,11 @@ export type TransformerFamilyName = "gpt_neox" | "gpt2" | "llama" | "qwen2" | "m
  * vocab_size (the rows of the embedding and the LM head); the real vocabulary, which ids and the
  * softmax range over, is set when the model is loaded (engine/transformer/model.ts).
  */
+/** One mode (the ordinary forward); knockouts act on the attention heads, which have no decay; no conv path. */
+export function transformerUnits(c: TransformerConfig): KnockoutUnits {
+  return { modes: ["attention"], unitName: "head", unitsPerLayer: c.nHead, convWidth: 0, rankedByDecay: false };
+}
+
 export interface TransformerConfig extends ModelConfig {
   family: TransformerFamilyName;
   nHead: number;

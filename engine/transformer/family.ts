@@ -4,7 +4,7 @@
 // (kernels, layers, the backbone's forward and fast path) is shared (engine/transformer/model.ts).
 import type { Family } from "../families.ts";
 import type { SyntheticInit, TensorSpec } from "../tensors.ts";
-import type { TransformerConfig, TransformerFamilyName } from "./config.ts";
+import { type TransformerConfig, type TransformerFamilyName, transformerUnits } from "./config.ts";
 import type { Elements } from "./layout.ts";
 import { loadTransformer } from "./model.ts";
 
@@ -61,6 +61,7 @@ export function transformerFamily(def: TransformerFamilyDef): Family & { def: Tr
     describe: `Hugging Face config.json with model_type "${def.name}"`,
     parseConfig: def.parse,
     tensors: (config, has) => def.tensors(config as TransformerConfig, has),
+    units: (config) => transformerUnits(config as TransformerConfig),
     load: (gpu, ckpt, opts) => loadTransformer(gpu, ckpt, def, opts),
   };
 }

@@ -21,7 +21,7 @@ import type { LoadOptions } from "../families.ts";
 import { type Gpu, type Recorder, uploadBuffer, writeBuffer } from "../gpu.ts";
 import { destroyWeight, uploadWeight, type Weight, weightBytes } from "../matmul.ts";
 import { Ops } from "../ops.ts";
-import { configRecord, type TransformerConfig } from "./config.ts";
+import { configRecord, type TransformerConfig, transformerUnits } from "./config.ts";
 import type { HostNorm, TensorReader, TransformerFamilyDef } from "./family.ts";
 import { type AttentionMask, TransformerOps } from "./ops.ts";
 
@@ -94,10 +94,7 @@ export class TransformerStack implements LayerStack {
       dModel: c.dModel,
       vocabSize: c.vocabSize, // every head row; the backbone takes the tokenizer's (LoadOptions.vocabSize)
       vocabPadded: c.vocabPadded,
-      modes: ["attention"],
-      unitName: "head",
-      unitsPerLayer: c.nHead,
-      convWidth: 0,
+      ...transformerUnits(c),
       config: configRecord(c),
     };
   }

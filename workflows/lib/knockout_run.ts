@@ -4,7 +4,7 @@
 // --shard i/n, runs only its share of the groups: lib/shard.ts).
 
 import { join } from "node:path";
-import type { KnockoutConfig, LanguageModel, UnitSelector } from "../../engine/arch.ts";
+import { checkSelectorApplies, type KnockoutConfig, type KnockoutUnits, type LanguageModel, type UnitSelector } from "../../engine/arch.ts";
 import type { PromptKnockout } from "./knockout_configs.ts";
 import { withDevice } from "./engine.ts";
 import { aboutRows, errorLine, UserError } from "./errors.ts";
@@ -13,19 +13,21 @@ import { RowLog } from "./resume.ts";
 import type { StageContext } from "./stage.ts";
 
 /**
- * Refuse, before anything runs, head selectors that cannot apply to the model (e.g. a decay
- * ranking on a family without decays) and a conv knockout on a family without a conv path.
+ * Refuse head selectors that cannot apply to the model (a unit it does not have, a decay ranking on a
+ * family without decays, a fraction that picks no unit) and a conv knockout on a family without a
+ * conv path: from config.json before anything runs (StageDef.checkModel), and from the loaded model's
+ * info again before its knockouts (a stage run alone).
  */
-export function checkKnockoutsApply(model: LanguageModel, opts: { heads: UnitSelector[]; conv: boolean[] }, stage: string): void {
+export function checkKnockoutsApply(model: KnockoutUnits & { family: string }, opts: { heads: UnitSelector[]; conv: boolean[] }, stage: string): void {
   for (const sel of opts.heads) {
     try {
-      for (let layer = 0; layer < model.info.nLayer; layer++) model.selectUnits(layer, sel);
+      checkSelectorApplies(sel, model, `a ${model.family} layer`);
     } catch (e) {
       throw new UserError(`${stage}.heads: ${errorLine(e)}`);
     }
   }
-  if (opts.conv.includes(true) && model.info.convWidth === 0) {
-    throw new UserError(`${stage}.conv: ${model.info.family} models have no conv path to cut; use conv=false`);
+  if (opts.conv.includes(true) && model.convWidth === 0) {
+    throw new UserError(`${stage}.conv: ${model.family} models have no conv path to cut; use conv=false`);
   }
 }
 

@@ -11,6 +11,7 @@
 // study stages (they are never sharded: they only read the models' outputs).
 
 import { basename, join, resolve } from "node:path";
+import { familyOf } from "../../engine/families.ts";
 import { writeJsonAtomic } from "./atomic.ts";
 import { type ConfigOverrides, loadConfig, relOrAbs, type StudyConfig } from "./config.ts";
 import { InterruptedError, UserError } from "./errors.ts";
@@ -113,7 +114,7 @@ async function runStudy(sel: Selection, all: StageDef[], cfg: StudyConfig, flags
       if (sel.stages.some((s) => s.inputs.tokenizer)) await inp.tokenizerHash(); // each model's own tokenizer
       if (sel.stages.some((s) => s.inputs.model)) {
         const ckpt = await inp.checkpoint();
-        checkParamsAgainstModel(sel, cfg, ckpt && { family: ckpt.config.family, nLayer: ckpt.config.nLayer });
+        checkParamsAgainstModel(sel, cfg, ckpt && { family: ckpt.config.family, nLayer: ckpt.config.nLayer, ...familyOf(ckpt.config).units(ckpt.config) });
       }
       const dir = folders.runDirs[i];
       // never a model's folder or another folder's files (a dry run too)

@@ -4,6 +4,7 @@
 // a code version, and `run(ctx)`. The pipeline finds it by its file name (workflows/registry.ts),
 // computes its cache key from all of these, and calls `run` only when that key has changed.
 
+import type { KnockoutUnits } from "../../engine/arch.ts";
 import type { TextTokenizer } from "../../engine/tokenizer.ts";
 import type { Progress } from "../../engine/progress.ts";
 import type { LoadedModel } from "./engine.ts";
@@ -83,8 +84,11 @@ export interface StageDef<P extends Params = Params> {
   run(ctx: StageContext<P>): Promise<void>;
 }
 
-/** What a stage may check its parameters against before the model is loaded (its config.json). */
-export interface ModelShape {
+/**
+ * What a stage may check its parameters against before the model is loaded (its config.json): its
+ * layers and what knockouts act on (units per layer, conv width, decays; engine Family.units).
+ */
+export interface ModelShape extends KnockoutUnits {
   family: string;
   nLayer: number;
 }
