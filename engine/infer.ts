@@ -3,7 +3,7 @@
 import { parseArgs } from "node:util";
 import { openCheckpoint } from "./checkpoint/mod.ts";
 import { createGpu } from "./gpu.ts";
-import { loadModel } from "./families.ts";
+import { loadModel, realVocabSize } from "./families.ts";
 import { InputError, type Mode, parseUnitSelector } from "./arch.ts";
 import { loadTokenizer, tokenizerPathFor } from "./tokenizer.ts";
 import { checkFiniteLogits, logSumExp, topK } from "./probs.ts";
@@ -87,7 +87,7 @@ async function main() {
   }
 
   // ids the user gave are a usage error before anything is loaded, not a failure of the model
-  const vocab = Math.min(ckpt.config.vocabSize, tokenizer.vocabSize);
+  const vocab = realVocabSize(ckpt.config, tokenizer.vocabSize); // the rule loadModel applies
   for (const [what, id] of [...ids.map((id) => ["--ids", id] as const), ...(target === undefined ? [] : [["--target", target] as const])]) {
     if (id >= vocab) throw new UsageError(`${what}: token id ${id} is out of range (ids are integers in 0..${vocab - 1})`);
   }

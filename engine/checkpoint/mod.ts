@@ -245,16 +245,12 @@ export async function openCheckpoint(modelIdOrPath: string, opts: OpenOptions = 
   );
 }
 
-/** Shape every tensor of the model must have, given its config (its family's tensor list, engine/families.ts). */
-export function expectedModelShapes(config: ModelConfig): Map<string, number[]> {
-  return new Map(expectedTensors(config).filter((t) => !t.optional).map((t) => [t.name, t.shape]));
-}
-
 /**
  * Check that every tensor the model needs is present with the shape its config implies (a tied
  * lm_head.weight only if present), and that no other tensor is; throws CheckpointError naming the
  * first mismatch.
  */
 export function expectModelTensors(ckpt: Checkpoint): void {
-  checkTensors(ckpt, expectedTensors(ckpt.config));
+  // the checkpoint's names probed as loadModel does (GPT-2's optional "transformer." prefix)
+  checkTensors(ckpt, expectedTensors(ckpt.config, (name) => ckpt.has(name)));
 }

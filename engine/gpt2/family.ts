@@ -5,7 +5,7 @@
 // GELU of activation_function (gelu_new = tanh form), LM head tied to wte unless tie_word_embeddings is false.
 // Older exports also hold each attention's causal mask (attn.bias, (1, 1, n_positions, n_positions))
 // and attn.masked_bias: optional, checked when present, never read.
-import { boolKey, checkShapes, ConfigError, geluKind, positiveInt, positiveNumber, type TransformerConfig } from "../transformer/config.ts";
+import { bool, checkShapes, ConfigError, geluKind, positiveInt, positiveNumber, type TransformerConfig } from "../transformer/config.ts";
 import { INIT, type TensorReader, tensor, transformerFamily } from "../transformer/family.ts";
 import { transpose } from "../transformer/layout.ts";
 
@@ -38,7 +38,7 @@ function parse(raw: Record<string, unknown>): TransformerConfig {
     qkvBias: true,
     outBias: true,
     mlpBias: true,
-    tieEmbeddings: boolKey(raw, "tie_word_embeddings", true),
+    tieEmbeddings: bool(raw, "tie_word_embeddings", true),
     slidingWindow: new Array(L).fill(0),
   });
 }

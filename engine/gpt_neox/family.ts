@@ -7,7 +7,7 @@
 // Older exports also hold the attention's buffers (attention.bias, the causal mask as BOOL, which is
 // never listed; attention.masked_bias; attention.rotary_emb.inv_freq): optional, checked when present.
 import {
-  boolKey,
+  bool,
   checkShapes,
   ConfigError,
   fractionKey,
@@ -29,7 +29,7 @@ function parse(raw: Record<string, unknown>): TransformerConfig {
   const rotaryDims = Math.floor(hd * pct);
   const theta = raw.rotary_emb_base !== undefined ? positiveNumber(raw, "rotary_emb_base") : positiveNumber(raw, "rope_theta", 10000);
   const rope = ropeFrequencies(raw, rotaryDims, theta);
-  const bias = boolKey(raw, "attention_bias", true);
+  const bias = bool(raw, "attention_bias", true);
   const vocab = positiveInt(raw, "vocab_size");
   return checkShapes({
     family: "gpt_neox",
@@ -45,7 +45,7 @@ function parse(raw: Record<string, unknown>): TransformerConfig {
     norm: "layernorm",
     normEps: positiveNumber(raw, "layer_norm_eps", 1e-5),
     mlp: geluKind(raw, "hidden_act", "gelu"),
-    parallelResidual: boolKey(raw, "use_parallel_residual", true),
+    parallelResidual: bool(raw, "use_parallel_residual", true),
     rotaryDims,
     ropeTheta: theta,
     ropeScaling: rope.scaling,
@@ -54,7 +54,7 @@ function parse(raw: Record<string, unknown>): TransformerConfig {
     qkvBias: bias,
     outBias: bias,
     mlpBias: true,
-    tieEmbeddings: boolKey(raw, "tie_word_embeddings", false),
+    tieEmbeddings: bool(raw, "tie_word_embeddings", false),
     slidingWindow: new Array(L).fill(0),
   });
 }

@@ -8,7 +8,7 @@
 // (which biases exist, defaults, sliding windows), so each has its own parser and this one builder.
 // Older exports also hold self_attn.rotary_emb.inv_freq: optional, checked when present, never read.
 import {
-  boolKey,
+  bool,
   checkShapes,
   ConfigError,
   fractionKey,
@@ -70,7 +70,7 @@ export function parseLlamaLike(raw: Raw, family: TransformerFamilyName, o: Llama
     qkvBias: o.qkvBias,
     outBias: o.outBias,
     mlpBias: o.mlpBias,
-    tieEmbeddings: boolKey(raw, "tie_word_embeddings", false),
+    tieEmbeddings: bool(raw, "tie_word_embeddings", false),
     slidingWindow: windows,
   });
 }
@@ -144,11 +144,11 @@ export function llamaLikeFamily(name: TransformerFamilyName, parse: (raw: Raw) =
 
 /** Llama (LlamaConfig): biases on q/k/v/o with attention_bias, on the MLP with mlp_bias; no sliding window. */
 export const LLAMA = llamaLikeFamily("llama", (raw) => {
-  const attn = boolKey(raw, "attention_bias", false);
+  const attn = bool(raw, "attention_bias", false);
   return parseLlamaLike(raw, "llama", {
     qkvBias: attn,
     outBias: attn,
-    mlpBias: boolKey(raw, "mlp_bias", false),
+    mlpBias: bool(raw, "mlp_bias", false),
     epsDefault: 1e-6,
     windows: (L) => new Array(L).fill(0),
   });

@@ -3,9 +3,9 @@
 // engine/config.ts's positiveInt / positiveNumber. Every problem is a ConfigError of one line naming
 // the key; opening the checkpoint prefixes its folder.
 import type { KnockoutUnits } from "../arch.ts";
-import { ConfigError, type ModelConfig, positiveInt, positiveNumber } from "../config.ts";
+import { bool, ConfigError, type ModelConfig, positiveInt, positiveNumber } from "../config.ts";
 
-export { ConfigError, positiveInt, positiveNumber };
+export { bool, ConfigError, positiveInt, positiveNumber };
 
 export type TransformerFamilyName = "gpt_neox" | "gpt2" | "llama" | "qwen2" | "mistral";
 
@@ -41,13 +41,6 @@ export interface TransformerConfig extends ModelConfig {
 }
 
 type Raw = Record<string, unknown>;
-
-export function boolKey(c: Raw, key: string, fallback: boolean): boolean {
-  const v = c[key];
-  if (v === undefined || v === null) return fallback;
-  if (typeof v !== "boolean") throw new ConfigError(`config.json: "${key}" must be true or false, got ${JSON.stringify(v)}`);
-  return v;
-}
 
 /** A fraction in (0, 1]. */
 export function fractionKey(c: Raw, key: string, fallback: number): number {
