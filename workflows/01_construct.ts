@@ -10,7 +10,6 @@
 
 import { join } from "node:path";
 import type { TextTokenizer } from "../engine/tokenizer.ts";
-import type { LanguageModel } from "../engine/arch.ts";
 import { exists } from "./lib/atomic.ts";
 import { withDevice } from "./lib/engine.ts";
 import { aboutRows, UserError } from "./lib/errors.ts";

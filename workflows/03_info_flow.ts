@@ -227,10 +227,8 @@ export default defineStage<InfoFlowParams>({
     infoFlowAxes(P);
   },
   checkModel(P, model) {
-    for (const k of parseWindowSizes(P.k, "03_info_flow.k")) {
-      checkWindow(() => layerWindows(model.nLayer, k, P.window as WindowConvention), "03_info_flow.k");
-    }
     const axes = infoFlowAxes(P);
+    for (const k of axes.ks) checkWindow(() => layerWindows(model.nLayer, k, axes.convention), "03_info_flow.k");
     checkKnockoutsApply(model, { heads: axes.heads, conv: axes.conv }, "03_info_flow");
   },
   studyInputs: (P) => filterStudyInputs(P.filter),

@@ -4,7 +4,7 @@
 // --shard i/n, runs only its share of the groups: lib/shard.ts).
 
 import { join } from "node:path";
-import { checkSelectorApplies, type KnockoutConfig, type KnockoutUnits, type LanguageModel, type UnitSelector } from "../../engine/arch.ts";
+import { checkSelectorApplies, type KnockoutConfig, type KnockoutUnits, type UnitSelector } from "../../engine/arch.ts";
 import type { PromptKnockout } from "./knockout_configs.ts";
 import { withDevice } from "./engine.ts";
 import { aboutRows, errorLine, UserError } from "./errors.ts";

@@ -3,7 +3,7 @@
 // Nothing here runs a stage or writes a file.
 
 import { basename, join, relative } from "node:path";
-import { REPO_ROOT, relOrAbs, type StudyConfig } from "./config.ts";
+import { paramSpec, REPO_ROOT, relOrAbs, type StudyConfig } from "./config.ts";
 import { UsageError, UserError } from "./errors.ts";
 import { hashModuleTree, hashValue, sha256 } from "./hash.ts";
 import type { RunInputs } from "./inputs.ts";
@@ -11,7 +11,7 @@ import { engineSha256, outputProblems, readManifest } from "./manifest.ts";
 import { hasSavedWork } from "./resume.ts";
 import { formatRows } from "./rows.ts";
 import { findShardSets, type ShardSet } from "./shard.ts";
-import type { KeyMaterial, Manifest, ModelShape, Params, ParamSpec, StageDef } from "./stage.ts";
+import type { KeyMaterial, Manifest, ModelShape, Params, StageDef } from "./stage.ts";
 
 export function outputsOf(def: StageDef, params: Params): string[] {
   // deno-lint-ignore no-explicit-any
@@ -229,16 +229,20 @@ export interface UpstreamRef {
 export function splitParams(def: StageDef, all: Params): { params: Params; throughputParams: Params } {
   const params: Params = {}, throughputParams: Params = {};
   for (const [k, v] of Object.entries(all)) {
-    if ((def.params as Record<string, ParamSpec>)[k]?.throughput) throughputParams[k] = v;
+    if (paramSpec(def, k)?.throughput) throughputParams[k] = v;
     else params[k] = v;
   }
   return { params, throughputParams };
 }
 
+/** A stage's code in its key: its file and every workflow module it imports (the same for every model of a study). */
+function stageCodeHash(def: StageDef): Promise<string> {
+  return hashModuleTree(new URL(def.module).pathname, join(REPO_ROOT, "workflows") + "/");
+}
+
 /** A stage's key material: its code, parameters, inputs and upstream stages' keys. */
-async function keyMaterial(def: StageDef, t: RunTarget, upstream: UpstreamRef[]): Promise<KeyMaterial> {
+function keyMaterial(def: StageDef, codeSha256: string, t: RunTarget, upstream: UpstreamRef[]): KeyMaterial {
   const { cfg, inputs } = t;
-  const codeSha256 = await hashModuleTree(new URL(def.module).pathname, join(REPO_ROOT, "workflows") + "/");
   const { params, throughputParams } = splitParams(def, cfg.stages[def.name]);
   const material: KeyMaterial = { stage: def.name, version: def.version, codeSha256, params, inputs: {} };
   if (Object.keys(throughputParams).length) material.throughputParams = throughputParams;
@@ -267,9 +271,9 @@ async function staleness(dir: string, def: StageDef, material: KeyMaterial, key:
 }
 
 /** Plan one stage of one run, given the plans it reads. */
-async function planOne(def: StageDef, t: RunTarget, sel: Selection, upstream: UpstreamRef[]): Promise<Plan> {
+async function planOne(def: StageDef, codeSha256: string, t: RunTarget, sel: Selection, upstream: UpstreamRef[]): Promise<Plan> {
   const names = sel.stages.map((s) => s.name);
-  const material = await keyMaterial(def, t, upstream);
+  const material = keyMaterial(def, codeSha256, t, upstream);
   const key = cacheKeyOf(material);
   const dir = join(t.runDir, stageFolder(def));
   const { reasons, old } = await staleness(dir, def, material, key);
@@ -327,9 +331,10 @@ export async function planStudy(sel: Selection, targets: RunTarget[], study?: Ru
         if (own) ups.push({ label: u, plan: own });
         else targets.forEach((o, j) => ups.push({ label: `${o.name}/${u}`, plan: models[j].get(u)! }));
       }
-      studyPlans.set(def.name, await planOne(def, study, sel, ups));
+      studyPlans.set(def.name, await planOne(def, await stageCodeHash(def), study, sel, ups));
       continue;
     }
+    const code = await stageCodeHash(def); // once for every model's run
     for (const [i, t] of targets.entries()) {
       const ups: UpstreamRef[] = (def.inputs.stages ?? []).map((u) => ({ label: u, plan: models[i].get(u)! }));
       for (const u of def.studyInputs?.(t.cfg.stages[def.name]) ?? []) {
@@ -337,7 +342,7 @@ export async function planStudy(sel: Selection, targets: RunTarget[], study?: Ru
           if (j !== i) ups.push({ label: `${o.name}/${u}`, plan: models[j].get(u)! });
         });
       }
-      models[i].set(def.name, await planOne(def, t, sel, ups));
+      models[i].set(def.name, await planOne(def, code, t, sel, ups));
     }
   }
   // a stage that is not selected but is read by one that runs must be up to date
@@ -353,11 +358,6 @@ export async function planStudy(sel: Selection, targets: RunTarget[], study?: Ru
     }
   }
   return { models, study: studyPlans };
-}
-
-/** Plan every stage of the selection for one model's run, in registry order. */
-export async function planStages(sel: Selection, t: RunTarget): Promise<Map<string, Plan>> {
-  return (await planStudy(sel, [t])).models[0];
 }
 
 /** One line per selected stage: runs (and why) or skipped. */
