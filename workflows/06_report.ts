@@ -10,7 +10,7 @@ import { dirname, join } from "node:path";
 import { writeFileAtomic } from "./lib/atomic.ts";
 import { sha256 } from "./lib/hash.ts";
 import { FLOW_COLOR, PALETTE } from "./lib/info_flow_figure.ts";
-import { MODEL_PALETTE } from "./05_compare_models.ts";
+import { LOWEST_FIELDS, MODEL_PALETTE } from "./05_compare_models.ts";
 import { readParquet } from "./lib/parquet.ts";
 import {
   compareData,
@@ -99,8 +99,11 @@ export default defineStage<ReportParams>({
       const modes = constructModes(u01);
       // 01: every row in every mode
       const construct = new Map<number, Map<string, Record<string, unknown>>>();
+      const tables: [string, Record<string, unknown>[]][] = [];
       for (const mode of modes) {
-        for (const r of (await readParquet(u01.file(`construct_${mode}.parquet`))).rows) {
+        const rows = (await readParquet(u01.file(`construct_${mode}.parquet`))).rows;
+        tables.push([mode, rows]);
+        for (const r of rows) {
           const row = r.row as number;
           if (!construct.has(row)) construct.set(row, new Map());
           construct.get(row)!.set(mode, r);
@@ -110,7 +113,7 @@ export default defineStage<ReportParams>({
       constructs.push(construct);
       const firstMode = new Map([...construct].map(([row, byMode]) => [row, byMode.get(modes[0])!]));
       await write(`data/m${i}_modes.js`, dataScript(`m${i}_modes`, {
-        rows: await modeRows(u01, modes),
+        rows: modeRows(tables),
         summary: await Deno.readTextFile(u02.file("summary.json")).then(JSON.parse, () => null),
       }));
       await write(`data/m${i}_flows.js`, dataScript(`m${i}_flows`, toColumns(cmp.curves.filter((c) => c.label === summary.label) as unknown as Record<string, unknown>[], CURVE_COLUMNS)));
@@ -190,7 +193,7 @@ export default defineStage<ReportParams>({
     await write("data/study.js", dataScript("study", {
       name: ctx.dir.split("/").slice(-2, -1)[0],
       models,
-      lowest: toColumns(cmp.lowest as unknown as Record<string, unknown>[], ["label", "k", "flow", "heads", "conv", "n", "base_accuracy", "window", "depth", "window_start", "window_end", "relative_change", "relative_change_lo", "relative_change_hi", "accuracy"]),
+      lowest: toColumns(cmp.lowest as unknown as Record<string, unknown>[], LOWEST_FIELDS.map((f) => f.name)),
       dataset: cfg01 ? { path: cfg01.path, rows: cfg01.rows, rowCount: cfg01.rowCount } : null,
       compareFigures: figures.map((f) => `data/files/study/05_compare_models/${f}`),
       files,

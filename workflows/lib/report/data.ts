@@ -4,6 +4,7 @@
 // large study stay small. Nothing here draws or writes.
 
 import { subjectTokens } from "../subject.ts";
+import { AGGREGATE_FIELDS } from "../info_flow_stats.ts";
 import { readParquet } from "../parquet.ts";
 import type { ModelOutputs, UpstreamOutputs } from "../stage.ts";
 import type { Curve, Lowest, ModelSummary } from "../../05_compare_models.ts";
@@ -49,11 +50,9 @@ export function constructModes(up: UpstreamOutputs): string[] {
 }
 
 /** Scan vs attention per row (02's page): each mode's p(true), top p, prediction and hit, with the prompt. */
-export async function modeRows(up: UpstreamOutputs, modes: string[]): Promise<Columns> {
+export function modeRows(tables: [mode: string, rows: Record<string, unknown>[]][]): Columns {
   const out: Columns = {};
-  for (const [i, mode] of modes.entries()) {
-    const t = await readParquet(up.file(`construct_${mode}.parquet`));
-    const rows = t.rows;
+  for (const [i, [mode, rows]] of tables.entries()) {
     if (i === 0) {
       out.row = rows.map((r) => r.row);
       out.prompt = rows.map((r) => r.prompt ?? null);
@@ -161,28 +160,8 @@ export async function compareData(up: UpstreamOutputs): Promise<{ models: ModelS
   };
 }
 
-/** The fields of a curve the pages use. */
-export const CURVE_COLUMNS = [
-  "k",
-  "flow",
-  "target",
-  "source",
-  "heads",
-  "conv",
-  "window",
-  "depth",
-  "window_start",
-  "window_end",
-  "split",
-  "n",
-  "base_accuracy",
-  "accuracy",
-  "accuracy_lo",
-  "accuracy_hi",
-  "relative_change",
-  "relative_change_lo",
-  "relative_change_hi",
-];
+/** The fields of a curve the pages use: every column of 03's aggregates. */
+export const CURVE_COLUMNS = AGGREGATE_FIELDS.map((f) => f.name);
 
 /** Stage facts for the overview: parameters, timing, counts. */
 export function stageFacts(m: ModelOutputs, names: string[]): ReportModel["stages"] {

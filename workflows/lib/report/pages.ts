@@ -26,14 +26,15 @@ export function assetText(name: string): string {
   return Deno.readTextFileSync(join(ASSETS_DIR, name));
 }
 
+/** The vendored libraries: npm package and its bundle, in the order the pages load them. */
+const VENDOR: [specifier: string, file: string][] = [["vega", "vega.min.js"], ["vega-lite", "vega-lite.min.js"], ["vega-embed", "vega-embed.min.js"]];
+
 /** The vendored libraries, in load order: [file name in assets/, text]. Source-map comments are dropped (no map is shipped). */
 export function vendorScripts(): [string, string][] {
-  const pick = (specifier: string, file: string): [string, string] => {
+  return VENDOR.map(([specifier, file]) => {
     const dir = dirname(fileURLToPath(import.meta.resolve(specifier)));
-    const text = Deno.readTextFileSync(join(dir, file)).replace(/\n?\/\/# sourceMappingURL=\S+\s*$/, "\n");
-    return [file, text];
-  };
-  return [pick("vega", "vega.min.js"), pick("vega-lite", "vega-lite.min.js"), pick("vega-embed", "vega-embed.min.js")];
+    return [file, Deno.readTextFileSync(join(dir, file)).replace(/\n?\/\/# sourceMappingURL=\S+\s*$/, "\n")];
+  });
 }
 
 const escapeHtml = (s: string) => s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]!));
@@ -41,7 +42,7 @@ const escapeHtml = (s: string) => s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "
 /** A page: navigation, its scripts (vendored libraries, data, the report's script), an empty main the script fills. */
 export function pageHtml(page: PageName, dataFiles: string[]): string {
   const nav = PAGES.map((p) => `<a href="${p}.html"${p === page ? ' class="current" aria-current="page"' : ""}>${TITLES[p]}</a>`).join("\n      ");
-  const scripts = [...vendorScripts().map(([f]) => `assets/${f}`), ...dataFiles, "assets/report.js"]
+  const scripts = [...VENDOR.map(([, f]) => `assets/${f}`), ...dataFiles, "assets/report.js"]
     .map((s) => `  <script src="${escapeHtml(s)}"></script>`).join("\n");
   return `<!doctype html>
 <html lang="en">

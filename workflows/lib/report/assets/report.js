@@ -771,7 +771,6 @@
     main.appendChild(el("h1", { text: "The models compared" }));
     main.appendChild(el("p", { class: "lead", text: "Each model's information-flow curves against the window's relative depth (% of its layers), so that models of different depths line up (05_compare_models)." }));
     var low = rowsOf(study.lowest);
-    var low = rowsOf(study.lowest);
     var all = [];
     ms.forEach(function (m) {
       rowsOf(D["m" + m.index + "_flows"]).forEach(function (r) {
