@@ -93,9 +93,9 @@ export function selectByDecay(sel: UnitSelector, decay: ArrayLike<number> | null
   } else {
     if (!decay) throw new InputError(`unit selector ${formatUnitSelector(sel)} ranks units by decay, which ${where} does not have: use all or only:…`);
     const m = Math.floor((n * sel.a) / sel.b);
-    const fastFirst = [...all].sort((x, y) => decay[x] - decay[y] || x - y);
-    const slowFirst = [...all].sort((x, y) => decay[y] - decay[x] || x - y);
-    const picked = new Set((sel.kind === "fast" || sel.kind === "not-fast" ? fastFirst : slowFirst).slice(0, m));
+    const fastFirst = sel.kind === "fast" || sel.kind === "not-fast";
+    const ranked = [...all].sort(fastFirst ? (x, y) => decay[x] - decay[y] || x - y : (x, y) => decay[y] - decay[x] || x - y);
+    const picked = new Set(ranked.slice(0, m));
     out = all.filter((u) => picked.has(u) === (sel.kind === "fast" || sel.kind === "slow"));
   }
   if (out.length === 0) throw new InputError(`unit selector ${formatUnitSelector(sel)} picks no unit of ${where} (${n} units)`);

@@ -9,6 +9,7 @@ import {
   checkKnockoutSpec,
   type ForwardOptions,
   type ForwardResult,
+  formatUnitSelector,
   InputError,
   type KnockoutConfig,
   type KnockoutSpec,
@@ -61,12 +62,23 @@ export class Workspace {
 }
 
 /**
+ * A layer's unit knockouts in the attention form (the families' attention kernels take it): for each
+ * blocked edge of a padded batch, the set of units (channels, heads) it is blocked in.
+ */
+export interface UnitMask {
+  /** (B, T, T) u32: 0 = kept, k > 0 = blocked in the units of row k - 1 of sets */
+  mask: GPUBuffer;
+  /** (nSets, units) u32: 1 = the unit is in the set */
+  sets: GPUBuffer;
+  nSets: number;
+}
+
+/**
  * A layer's knockouts in a padded batch (attention mode): `units` names for each blocked edge the
  * units it is blocked in, `taps` the conv taps removed.
  */
 export interface LayerKnockout {
-  /** mask (B, T, T) u32: 0 = kept, k > 0 = blocked in the units of row k - 1 of sets (nSets, units) u32 */
-  units: { mask: GPUBuffer; sets: GPUBuffer; nSets: number } | null;
+  units: UnitMask | null;
   /** (B*T) u32: bit t - s of row t set = the conv tap from s into t removed */
   taps: GPUBuffer | null;
 }
@@ -157,6 +169,8 @@ export class Backbone implements LanguageModel {
   private readonly work: Workspace;
   /** forwards run one at a time: they share the workspace */
   private queue: Promise<unknown> = Promise.resolve();
+  /** selectUnits' results by `${layer}:${formatUnitSelector(sel)}` */
+  private readonly selected = new Map<string, number[]>();
 
   constructor(
     readonly gpu: Gpu,
@@ -201,9 +215,19 @@ export class Backbone implements LanguageModel {
     return this.stack.decay(layer);
   }
 
+  /**
+   * The units `sel` picks in `layer`, cached per layer and selector (the decays are fixed once
+   * loaded): the array returned is shared, callers must not modify it. Errors are not cached.
+   */
   selectUnits(layer: number, sel: UnitSelector): number[] {
     this.checkLayer(layer);
-    return selectByDecay(sel, this.stack.decay(layer), this.info.unitsPerLayer, `layer ${layer}`);
+    const key = `${layer}:${formatUnitSelector(sel)}`;
+    let units = this.selected.get(key);
+    if (!units) {
+      units = selectByDecay(sel, this.stack.decay(layer), this.info.unitsPerLayer, `layer ${layer}`);
+      this.selected.set(key, units);
+    }
+    return units;
   }
 
   private checkLayer(layer: number) {
@@ -424,7 +448,7 @@ export class Backbone implements LanguageModel {
       owned.push(buf);
       return buf;
     };
-    let units: LayerKnockout["units"] = null;
+    let units: UnitMask | null = null;
     if (blocked.size) {
       const mask = new Uint32Array(B * T * T);
       const ids = new Map<string, number>();
@@ -474,7 +498,7 @@ export class Backbone implements LanguageModel {
         gpu.device.queue.writeBuffer(targetBuf, 0, Uint32Array.from(targets.slice(r0, r0 + n)));
         this.ops.rowStats(rec, logits, targetBuf, stats, { rows: n, vocab: info.vocabSize, stride: V });
       }
-      const bytes = Math.ceil((n * width * 4) / 4) * 4;
+      const bytes = n * width * 4;
       rec.copy(targets ? stats : logits, 0, staging, 0, bytes);
       rec.submit();
       await profile.time("gpu", () => gpu.device.queue.onSubmittedWorkDone());

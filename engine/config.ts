@@ -163,3 +163,19 @@ export function requireValue(obj: Record<string, unknown>, key: string, wanted: 
   if (v !== undefined && v !== null && v !== wanted) throw new ConfigError(`${where}: "${key}": ${JSON.stringify(v)} is not supported (${why})`);
 }
 
+/**
+ * The state-spaces (mamba_ssm) layout's `ssm_cfg` (an object; {} when absent), after refusing the
+ * MixerModel features this engine does not implement: attention layers (attn_layer_idx) and an MLP
+ * (d_intermediate > 0). Shared by the Mamba-1 and Mamba-2 parsers.
+ */
+export function stateSpacesSsmCfg(c: Record<string, unknown>): Record<string, unknown> {
+  const ssm = (c.ssm_cfg ?? {}) as Record<string, unknown>;
+  if (typeof ssm !== "object" || ssm === null || Array.isArray(ssm)) throw new ConfigError("config.json: ssm_cfg must be an object");
+  if (Array.isArray(c.attn_layer_idx) && c.attn_layer_idx.length > 0) {
+    throw new ConfigError("config.json: hybrid models with attention layers (attn_layer_idx) are not supported");
+  }
+  if (typeof c.d_intermediate === "number" && c.d_intermediate !== 0) {
+    throw new ConfigError("config.json: models with an MLP (d_intermediate > 0) are not supported");
+  }
+  return ssm;
+}

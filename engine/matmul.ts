@@ -106,12 +106,12 @@ export function matmulPlan(m: number, n: number, k: number): MatmulPlan {
 }
 
 /** The kernel cache key of a plan for a weight flavour. */
-export function planKey(plan: MatmulPlan, flavour: string): string {
+function planKey(plan: MatmulPlan, flavour: string): string {
   return plan.kind === "generic" ? `matmul:${flavour}` : `matmul_${plan.kind}:${flavour}:${plan.R}:${plan.NC}:${plan.WG}`;
 }
 
 /** Every plan matmulPlan can pick for a (n x k) weight chunk, whatever the row count. */
-export function matmulPlansFor(n: number, k: number): MatmulPlan[] {
+function matmulPlansFor(n: number, k: number): MatmulPlan[] {
   if (k % 8 !== 0) return [{ kind: "generic" }];
   const plans = new Map<string, MatmulPlan>();
   for (const m of [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]) {
@@ -122,7 +122,7 @@ export function matmulPlansFor(n: number, k: number): MatmulPlan[] {
 }
 
 /** Expand a matmul_tiled.wgsl-style template (see its header) for one register block. */
-export function expandTemplate(src: string, c: { R: number; NC: number; WG: number }): string {
+function expandTemplate(src: string, c: { R: number; NC: number; WG: number }): string {
   return expandLoops(src, { r: c.R, j: c.NC }).replaceAll("{R}", String(c.R)).replaceAll("{NC}", String(c.NC))
     .replaceAll("{C}", String(4 * c.NC)).replaceAll("{WG}", String(c.WG));
 }
@@ -136,7 +136,7 @@ const SOURCES = ["matmul", "matmul_tiled", "matmul_splitk", "matmul_weights_f32"
  * "packed" measured about 2x faster there (bench/), and on GPUs the two are alike. "native"
  * stays available (`f16Kernel: "native"`) where the adapter has shader-f16.
  */
-export function f16KernelDefault(_gpu: Gpu): F16Kernel {
+function f16KernelDefault(_gpu: Gpu): F16Kernel {
   return "packed";
 }
 
@@ -266,7 +266,8 @@ export class Matmul {
       const p = this.plan(m, n, w);
       plans.set(JSON.stringify(p), p);
     }
-    for (const p of matmulPlansFor(n, w.cols)) if (!this.tuned[shapeKey(this.flavour(w), n, w.cols)]) plans.set(JSON.stringify(p), p);
+    // untuned shapes may also get any plan matmulPlan picks (tuned ones only their measured plans)
+    if (!this.tuned[shapeKey(this.flavour(w), n, w.cols)]) for (const p of matmulPlansFor(n, w.cols)) plans.set(JSON.stringify(p), p);
     return [...plans.values()];
   }
 

@@ -8,7 +8,7 @@
 //     tie_word_embeddings, layer_norm_epsilon, and for Falcon-Mamba mixer_rms_eps (B, C and the
 //     dt-rank input RMS-normalised without weights right after x_proj).
 import type { KnockoutUnits } from "../arch.ts";
-import { bool, ConfigError, type ModelConfig, positiveInt, positiveNumber, requireValue } from "../config.ts";
+import { bool, ConfigError, type ModelConfig, positiveInt, positiveNumber, requireValue, stateSpacesSsmCfg } from "../config.ts";
 import type { Layout } from "../mamba2/config.ts";
 
 export interface Mamba1Config extends ModelConfig {
@@ -45,14 +45,7 @@ function dtRankOf(obj: Record<string, unknown>, key: string, dModel: number, whe
 }
 
 function parseStateSpaces(c: Record<string, unknown>): Mamba1Config {
-  const ssm = (c.ssm_cfg ?? {}) as Record<string, unknown>;
-  if (typeof ssm !== "object" || ssm === null || Array.isArray(ssm)) throw new ConfigError("config.json: ssm_cfg must be an object");
-  if (Array.isArray(c.attn_layer_idx) && c.attn_layer_idx.length > 0) {
-    throw new ConfigError("config.json: hybrid models with attention layers (attn_layer_idx) are not supported");
-  }
-  if (typeof c.d_intermediate === "number" && c.d_intermediate !== 0) {
-    throw new ConfigError("config.json: models with an MLP (d_intermediate > 0) are not supported");
-  }
+  const ssm = stateSpacesSsmCfg(c);
   requireValue(c, "rms_norm", true, "RMSNorm layers; LayerNorm models are not supported");
   const where = "config.json ssm_cfg";
   requireValue(ssm, "bias", false, "in_proj/out_proj without bias", where);

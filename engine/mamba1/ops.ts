@@ -1,6 +1,7 @@
 // The Mamba-1 kernels (kernels/mamba1/*.wgsl), one method each: the selective scan, the hidden
 // attention materialised and applied, the same on the knockout fast path's recomputed rows, and the
 // output gate. Buffers are (rows, width) row-major f32.
+import type { UnitMask } from "../backbone.ts";
 import type { Recorder } from "../gpu.ts";
 import { f32s, groups, type Kernel, loadKernels } from "../kernel.ts";
 import type { Ops } from "../ops.ts";
@@ -20,13 +21,6 @@ export interface Mamba1Shape {
   seq: number; // padded length
   dInner: number;
   dState: number;
-}
-
-/** A layer's knockout in the attention form: mask (batch, seq, seq) u32 naming rows of sets (nSets, dInner) u32, the channels. */
-export interface UnitMask {
-  mask: GPUBuffer;
-  sets: GPUBuffer;
-  nSets: number;
 }
 
 export class Mamba1Ops {

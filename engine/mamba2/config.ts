@@ -8,7 +8,7 @@
 //     n_groups, conv_kernel, chunk_size, time_step_limit, tie_word_embeddings, layer_norm_epsilon;
 //     absent keys take transformers' Mamba2Config defaults.
 import type { KnockoutUnits } from "../arch.ts";
-import { bool, ConfigError, dtLimit, type ModelConfig, positiveInt, positiveNumber, requireValue } from "../config.ts";
+import { bool, ConfigError, dtLimit, type ModelConfig, positiveInt, positiveNumber, requireValue, stateSpacesSsmCfg } from "../config.ts";
 
 export type Layout = "state-spaces" | "hf";
 
@@ -44,15 +44,7 @@ export function parseMamba2Config(c: Record<string, unknown>): Mamba2Config {
 }
 
 function parseStateSpaces(c: Record<string, unknown>): Mamba2Config {
-  const ssm = (c.ssm_cfg ?? {}) as Record<string, unknown>;
-  if (typeof ssm !== "object" || ssm === null || Array.isArray(ssm)) throw new ConfigError("config.json: ssm_cfg must be an object");
-  const attnIdx = c.attn_layer_idx;
-  if (Array.isArray(attnIdx) && attnIdx.length > 0) {
-    throw new ConfigError("config.json: hybrid models with attention layers (attn_layer_idx) are not supported");
-  }
-  if (typeof c.d_intermediate === "number" && c.d_intermediate !== 0) {
-    throw new ConfigError("config.json: models with an MLP (d_intermediate > 0) are not supported");
-  }
+  const ssm = stateSpacesSsmCfg(c);
   const dModel = positiveInt(c, "d_model");
   const nLayer = positiveInt(c, "n_layer");
   const vocabSize = positiveInt(c, "vocab_size");

@@ -1,5 +1,6 @@
 // The Mamba-2 kernels (kernels/mamba2/*.wgsl), one method each: the SSD in its scan and attention
 // forms, the gated RMSNorm, and the SSD of the knockout fast path's recomputed rows.
+import type { UnitMask } from "../backbone.ts";
 import type { Gpu, Recorder } from "../gpu.ts";
 import { f32s, groups, type Kernel, kernelSource, kernelVariant, expandLoops, loadKernels } from "../kernel.ts";
 import type { Ops } from "../ops.ts";
@@ -24,13 +25,6 @@ export interface SsdShape {
   ngroups: number;
   convDim: number;
   dInner: number;
-}
-
-/** A layer's knockout in the attention form: mask (batch, seq, seq) u32 naming rows of sets (nSets, nheads) u32, the heads. */
-export interface HeadMask {
-  mask: GPUBuffer;
-  sets: GPUBuffer;
-  nSets: number;
 }
 
 export class Mamba2Ops {
@@ -94,7 +88,7 @@ export class Mamba2Ops {
   }
 
   /** m (batch, nheads, seq, seq): the attention matrix of every head, with a knockout's entries zeroed in their head sets' heads */
-  ssdAttentionMatrix(rec: Recorder, gram: GPUBuffer, dt: GPUBuffer, a: GPUBuffer, knockout: HeadMask | null, m: GPUBuffer, s: SsdShape) {
+  ssdAttentionMatrix(rec: Recorder, gram: GPUBuffer, dt: GPUBuffer, a: GPUBuffer, knockout: UnitMask | null, m: GPUBuffer, s: SsdShape) {
     const T = s.seq;
     this.k["mamba2/ssd_attention_matrix"].dispatch(
       rec,
