@@ -16,15 +16,16 @@ import { createGpu } from "../engine/gpu.ts";
 import { syntheticCheckpoint } from "../engine/synthetic.ts";
 import { benchConstruct } from "./construct_bench.ts";
 import { benchMatmul, measureCeilings } from "./engine_bench.ts";
-import { benchConfig, benchShape, FLOWS, fullForwardFlops } from "./knockout_bench.ts";
+import { benchConfig, benchShape, FLOWS, fullForwardFlops, MAMBA2 } from "./knockout_bench.ts";
 import { SEED_FLOWS } from "./original_bench.ts";
+import type { BenchPrompt } from "./prompts.ts";
 import { type BenchRow, markdownTable } from "./table.ts";
 
 const { values } = parseArgs({ args: Deno.args, options: { quick: { type: "boolean", default: false } } });
 const quick = values.quick!;
 const t0 = performance.now();
 const log = (l: string) => console.error(`[gpu_check ${((performance.now() - t0) / 1000).toFixed(0)} s] ${l}`);
-const prompts: { row: number; ids: number[]; subject: number[]; trueId: number }[] = JSON.parse(
+const prompts: BenchPrompt[] = JSON.parse(
   await Deno.readTextFile(new URL("./counterfact_prompts.json", import.meta.url)),
 );
 const gpu = await createGpu();
@@ -43,7 +44,6 @@ rows.push(...await benchMatmul(gpu, ceilings, {
 const shape = quick ? "tiny" : "mamba2-1.3b";
 const cfg = benchConfig(shape);
 const items = prompts.map((p) => ({ row: p.row, ids: p.ids, trueId: p.trueId }));
-const benchPrompts = prompts.map((p) => ({ ids: p.ids, subject: p.subject }));
 const share = (gflops: number) => ({ ratio: gflops / ceilings.gflops, of: "peak" });
 for (const dtype of ["f32", "f16"] as const) {
   const tl = performance.now();
@@ -62,7 +62,7 @@ for (const dtype of ["f32", "f16"] as const) {
     rows.push(...construct);
     log(`01_construct ${dtype}: ${construct[0].value.toFixed(1)} prompts/s`);
     for (const [label, flows] of [["03 sweep, seed's 3 flows", SEED_FLOWS], ["03 sweep, 9 flows", FLOWS]] as const) {
-      const r = await benchShape(gpu, shape, { prompts: benchPrompts, fullKnockouts: quick ? 4 : 64, repeats: 2, flows, model });
+      const r = await benchShape(gpu, MAMBA2, shape, { prompts, fullKnockouts: quick ? 4 : 64, repeats: 2, flows, model });
       const gf = r.flops.fast / r.fastS / 1e9;
       rows.push({
         section: "sweep",

@@ -8,26 +8,23 @@
 // --full-knockouts N picks fewer (then extrapolated).
 //   deno run -A bench/knockout_bench.ts [--quick] [--shape mamba2-130m]... [--prompts N | --prompts-json FILE] [--full-knockouts N] [--repeats N]
 // (--prompts-json: [{"ids": [...], "subject": [...]}, ...] instead of CounterFact rows read through the tokenizer)
-// `benchKnockout()` gives the rows to `deno task bench`.
+// `benchKnockout()` gives the rows to `deno task bench`. The sweep, its FLOP bookkeeping, its rows and
+// its flags are written once here for any family (BenchFamily); bench/transformer_bench.ts adds the
+// Transformer's.
 
 import { parseArgs } from "node:util";
 import type { KnockoutConfig, LanguageModel } from "../engine/arch.ts";
+import type { Checkpoint } from "../engine/checkpoint/mod.ts";
+import type { ModelConfig } from "../engine/config.ts";
 import { loadModel } from "../engine/families.ts";
-import { flowEdges } from "../engine/flows.ts";
+import { parseFlow } from "../engine/flows.ts";
 import { createGpu, type Gpu } from "../engine/gpu.ts";
 import type { Mamba2Config } from "../engine/mamba2/config.ts";
 import type { TokenStats } from "../engine/probs.ts";
 import { syntheticCheckpoint, syntheticConfig } from "../engine/synthetic.ts";
-import { layerWindows } from "../workflows/lib/knockout_configs.ts";
-import { counterfactPrompts } from "./prompts.ts";
-
-/** One row of `deno task bench` (the same shape as bench/table.ts's BenchRow). */
-export interface BenchRow {
-  name: string;
-  value: number;
-  unit: string;
-  note?: string;
-}
+import { infoFlowConfigs } from "../workflows/lib/knockout_configs.ts";
+import { type BenchPrompt, counterfactPrompts } from "./prompts.ts";
+import type { BenchRow } from "./table.ts";
 
 export const SHAPES = ["mamba2-130m"] as const;
 const K = 9;
@@ -43,6 +40,9 @@ export const FLOWS = [
   "relation<-subject",
   "relation<-relation",
 ] as const;
+
+/** What the sweep reads of a prompt. */
+type SweepPrompt = Pick<BenchPrompt, "ids" | "subject">;
 
 // ------------------------------------------------------------------ arithmetic
 
@@ -73,25 +73,19 @@ export function fastKnockoutFlops(c: Mamba2Config, T: number, start: number, t0:
   return (c.nLayer - start) * perLayer + headFlops(c);
 }
 
+/** A family's FLOP counts: one full forward of a T-token prompt, one knockout on the fast path. */
+export interface FlopCounts<C> {
+  fullForward(c: C, T: number): number;
+  fastKnockout(c: C, T: number, start: number, t0: number): number;
+}
+
 /** A prompt's sweep: fast path (its base run + every knockout) and one full forward per knockout. */
-export function sweepFlops(c: Mamba2Config, T: number, knockouts: { start: number; t0: number }[]): { fast: number; full: number } {
-  const full = fullForwardFlops(c, T);
-  return { fast: full + knockouts.reduce((s, k) => s + fastKnockoutFlops(c, T, k.start, k.t0), 0), full: knockouts.length * full };
+export function sweepFlops<C>(f: FlopCounts<C>, c: C, T: number, knockouts: { start: number; t0: number }[]): { fast: number; full: number } {
+  const full = f.fullForward(c, T);
+  return { fast: full + knockouts.reduce((s, k) => s + f.fastKnockout(c, T, k.start, k.t0), 0), full: knockouts.length * full };
 }
 
 // ------------------------------------------------------------------ the run
-
-/** A prompt's token ids and its subject's positions. */
-export interface BenchPrompt {
-  ids: number[];
-  subject: number[];
-}
-
-/** The first n CounterFact rows whose subject is found: the study's prompt lengths (bench/prompts.ts). */
-export function benchPrompts(n: number): Promise<BenchPrompt[]> {
-  return counterfactPrompts(n);
-}
-
 
 const gflop = (x: number) => `${(x / 1e9).toFixed(1)} GFLOP`;
 
@@ -108,20 +102,49 @@ export interface ShapeResult {
   flops: { fast: number; full: number }; // per prompt
 }
 
+/** A family the sweep bench runs on: its synthetic models, their FLOP counts, the words of its rows. */
+export interface BenchFamily<C extends ModelConfig> {
+  /** the rows' names start with it */
+  name: string;
+  /** default shapes, and the one of --quick */
+  shapes: readonly string[];
+  quickShape: string;
+  /** the synthetic config of a shape */
+  config(shape: string): C;
+  /** the model of a synthetic checkpoint */
+  load(gpu: Gpu, ckpt: Checkpoint): Promise<LanguageModel>;
+  flops: FlopCounts<C>;
+  /** the notes: the shape's description, what the fast path and a full recompute compute */
+  shapeNote(shape: string): string;
+  fastNote: string;
+  fullNote: string;
+}
+
 /** The synthetic model of a bench shape; `tiny` (the quick run) is a 12-layer, d_model 128 model. */
 export function benchConfig(shape: string): Mamba2Config {
   return (shape === "tiny" ? syntheticConfig("mamba2-130m", { d_model: 128, n_layer: 12 }) : syntheticConfig(shape)) as Mamba2Config;
 }
 
-/** Every knockout of the sweep for one prompt: each flow that blocks something, in every window of k layers. */
+/** Mamba-2 on synthetic weights, f32. */
+export const MAMBA2: BenchFamily<Mamba2Config> = {
+  name: "knockout sweep",
+  shapes: SHAPES,
+  quickShape: "tiny",
+  config: benchConfig,
+  load: (gpu, ckpt) => loadModel(gpu, ckpt),
+  flops: { fullForward: fullForwardFlops, fastKnockout: fastKnockoutFlops },
+  shapeNote: (shape) => `${shape === "tiny" ? "tiny (d_model 128, 12 layers)" : shape} shape (random weights)`,
+  fastNote: "base run + the rows t0..T-1 of each knockout",
+  fullNote: "a full attention-mode forward per knockout, batched",
+};
+
+/**
+ * Every knockout of the sweep for one prompt: 03_info_flow's configurations (infoFlowConfigs: each
+ * flow that blocks something, in every window of k layers, all heads, no conv cut), target 0.
+ */
 export function sweepConfigs(nLayer: number, prompt: number, ids: number[], subject: number[], flows: readonly string[] = FLOWS, k = K): KnockoutConfig[] {
-  const out: KnockoutConfig[] = [];
-  for (const flow of flows) {
-    const edges = flowEdges(flow, ids.length, subject);
-    if (edges.length === 0) continue;
-    for (const w of layerWindows(nLayer, k)) out.push({ prompt, start: w.start, end: w.end, edges, target: 0 });
-  }
-  return out;
+  const axes = { ks: [k], flows: flows.map(parseFlow), heads: [{ kind: "all" as const }], conv: [false], convention: "start" as const };
+  return infoFlowConfigs(nLayer, ids.length, subject, axes).configs.map((c) => ({ prompt, start: c.start, end: c.end, edges: c.edges, target: 0 }));
 }
 
 /**
@@ -132,7 +155,7 @@ export function sweepConfigs(nLayer: number, prompt: number, ids: number[], subj
  */
 export async function timeSweep(
   model: LanguageModel,
-  prompts: BenchPrompt[],
+  prompts: SweepPrompt[],
   configs: KnockoutConfig[],
   opts: { fullKnockouts?: number; repeats: number },
 ): Promise<{ fastS: number; fullS: number; fullTimed: number; maxAbsDiff: number }> {
@@ -170,23 +193,28 @@ export async function timeSweep(
   return { fastS, fullS, fullTimed: n, maxAbsDiff };
 }
 
-export async function benchShape(
+/**
+ * The sweep of one shape of a family: its configurations and FLOPs per prompt, timed by timeSweep.
+ * A model given is the caller's (its dtype, kept loaded); else the family's synthetic one.
+ */
+export async function benchShape<C extends ModelConfig>(
   gpu: Gpu,
+  family: BenchFamily<C>,
   shape: string,
-  opts: { prompts: number | BenchPrompt[]; fullKnockouts?: number; repeats: number; flows?: readonly string[]; model?: LanguageModel },
+  opts: { prompts: number | SweepPrompt[]; fullKnockouts?: number; repeats: number; flows?: readonly string[]; model?: LanguageModel },
 ): Promise<ShapeResult> {
-  const c = benchConfig(shape);
+  const c = family.config(shape);
   const ckpt = syntheticCheckpoint(c, 0);
-  // a model given is the caller's (its dtype, kept loaded); else the synthetic one, f32
-  const model = opts.model ?? await loadModel(gpu, ckpt);
+  const model = opts.model ?? await family.load(gpu, ckpt);
   try {
-    const prompts = typeof opts.prompts === "number" ? await benchPrompts(opts.prompts) : opts.prompts;
+    const prompts = typeof opts.prompts === "number" ? await counterfactPrompts(opts.prompts) : opts.prompts;
     const configs: KnockoutConfig[] = [];
     const flops = { fast: 0, full: 0 };
     prompts.forEach((p, pi) => {
       const mine = sweepConfigs(c.nLayer, pi, p.ids, p.subject, opts.flows);
       configs.push(...mine);
-      const f = sweepFlops(c, p.ids.length, mine.map((k) => ({ start: k.start, t0: Math.min(...k.edges.map(([t]) => t)) })));
+      // a knockout's first recomputed row t0: its earliest blocked target
+      const f = sweepFlops(family.flops, c, p.ids.length, mine.map((k) => ({ start: k.start, t0: Math.min(...k.edges.map(([t]) => t)) })));
       flops.fast += f.fast / prompts.length;
       flops.full += f.full / prompts.length;
     });
@@ -206,28 +234,30 @@ export async function benchShape(
   }
 }
 
-export function rowsOf(r: ShapeResult, adapter: string): BenchRow[] {
+/** The three rows of a shape: fast path, full recomputes, speed-up. */
+export function rowsOf<C extends ModelConfig>(family: BenchFamily<C>, r: ShapeResult, adapter: string): BenchRow[] {
   const n = r.knockoutsPerPrompt;
-  const what = `${r.shape === "tiny" ? "tiny (d_model 128, 12 layers)" : r.shape} shape (random weights), k=${K}: ${FLOWS.length} flows × every window, ` +
+  const what = `${family.shapeNote(r.shape)}, k=${K}: ${FLOWS.length} flows × every window, ` +
     `${n.toFixed(0)} knockouts per prompt, ${r.meanTokens.toFixed(1)} tokens on average`;
   const timed = r.fullTimed < r.prompts * n ? `timed on ${r.fullTimed} and extrapolated` : `all ${r.fullTimed} timed`;
+  const name = `${family.name}, ${FLOWS.length} flows, k=${K}`;
   return [
     {
-      name: `knockout sweep, ${FLOWS.length} flows, k=${K}, fast path, ${r.shape}`,
+      name: `${name}, fast path, ${r.shape}`,
       value: r.fastS,
       unit: "s/prompt",
-      note: `${gflop(r.flops.fast)}/prompt (base run + the rows t0..T-1 of each knockout); ${r.prompts} prompt${r.prompts > 1 ? "s" : ""} in one call${
+      note: `${gflop(r.flops.fast)}/prompt (${family.fastNote}); ${r.prompts} prompt${r.prompts > 1 ? "s" : ""} in one call${
         r.repeats > 1 ? `, best of ${r.repeats}` : ""
       }; ${what}; ${adapter}`,
     },
     {
-      name: `knockout sweep, ${FLOWS.length} flows, k=${K}, full recomputes, ${r.shape}`,
+      name: `${name}, full recomputes, ${r.shape}`,
       value: r.fullS,
       unit: "s/prompt",
-      note: `${gflop(r.flops.full)}/prompt (a full attention-mode forward per knockout, batched); ${timed}; max |Δp| fast vs full ${r.maxAbsDiff.toExponential(1)}`,
+      note: `${gflop(r.flops.full)}/prompt (${family.fullNote}); ${timed}; max |Δp| fast vs full ${r.maxAbsDiff.toExponential(1)}`,
     },
     {
-      name: `knockout sweep, ${FLOWS.length} flows, k=${K}, speed-up, ${r.shape}`,
+      name: `${name}, speed-up, ${r.shape}`,
       value: r.fullS / r.fastS,
       unit: "x",
       note: `FLOP ratio ${(r.flops.full / r.flops.fast).toFixed(1)}x`,
@@ -238,44 +268,54 @@ export function rowsOf(r: ShapeResult, adapter: string): BenchRow[] {
 export interface KnockoutBenchOptions {
   /** a tiny synthetic model only (smoke test: the code runs, the numbers mean little) */
   quick: boolean;
-  /** default: mamba2-130m (`tiny` when quick) */
+  /** default: the family's shapes (mamba2-130m; `tiny` when quick) */
   shapes?: readonly string[];
   /** prompts whose sweeps go through the fast path together (default 4 CounterFact rows; 1 when quick), or the prompts themselves */
-  prompts?: number | BenchPrompt[];
+  prompts?: number | SweepPrompt[];
   /** knockouts recomputed in full for the baseline (default: all; 4 when quick) */
   fullKnockouts?: number;
   /** fast-path runs, the best one counts (default 1) */
   repeats?: number;
 }
 
-export async function benchKnockout(gpu: Gpu, opts: KnockoutBenchOptions): Promise<BenchRow[]> {
+/** Every shape of a family (the defaults of KnockoutBenchOptions), three rows each. */
+export async function benchFamily<C extends ModelConfig>(gpu: Gpu, family: BenchFamily<C>, opts: KnockoutBenchOptions): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
-  for (const shape of opts.shapes ?? (opts.quick ? ["tiny"] : SHAPES)) {
-    const r = await benchShape(gpu, shape, {
+  for (const shape of opts.shapes ?? (opts.quick ? [family.quickShape] : family.shapes)) {
+    const r = await benchShape(gpu, family, shape, {
       prompts: opts.prompts ?? (opts.quick ? 1 : 4),
       fullKnockouts: opts.fullKnockouts ?? (opts.quick ? 4 : undefined),
       repeats: opts.repeats ?? 1,
     });
-    rows.push(...rowsOf(r, gpu.adapterInfo));
+    rows.push(...rowsOf(family, r, gpu.adapterInfo));
   }
   return rows;
 }
 
-if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      quick: { type: "boolean" },
-      shape: { type: "string", multiple: true },
-      prompts: { type: "string" },
-      "prompts-json": { type: "string" },
-      "full-knockouts": { type: "string" },
-      repeats: { type: "string" },
-    },
-  });
+export function benchKnockout(gpu: Gpu, opts: KnockoutBenchOptions): Promise<BenchRow[]> {
+  return benchFamily(gpu, MAMBA2, opts);
+}
+
+// ------------------------------------------------------------------ the command line
+
+/** The flags of the sweep benches (parseArgs options); a bench adds its own. */
+export const SWEEP_FLAGS = {
+  quick: { type: "boolean" },
+  shape: { type: "string", multiple: true },
+  prompts: { type: "string" },
+  "prompts-json": { type: "string" },
+  "full-knockouts": { type: "string" },
+  repeats: { type: "string" },
+} as const;
+
+/** Run a sweep bench on the flags of SWEEP_FLAGS and print its rows, one a line. */
+export async function runSweepBench(
+  values: { quick?: boolean; shape?: string[]; prompts?: string; "prompts-json"?: string; "full-knockouts"?: string; repeats?: string },
+  bench: (gpu: Gpu, opts: KnockoutBenchOptions) => Promise<BenchRow[]>,
+): Promise<void> {
   const gpu = await createGpu();
   try {
-    const rows = await benchKnockout(gpu, {
+    const rows = await bench(gpu, {
       quick: values.quick ?? false,
       shapes: values.shape,
       prompts: values["prompts-json"] ? JSON.parse(await Deno.readTextFile(values["prompts-json"])) : values.prompts ? Number(values.prompts) : undefined,
@@ -286,4 +326,9 @@ if (import.meta.main) {
   } finally {
     gpu.device.destroy();
   }
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({ args: Deno.args, options: SWEEP_FLAGS });
+  await runSweepBench(values, benchKnockout);
 }

@@ -28,14 +28,14 @@ import { syntheticCheckpoint, syntheticConfig } from "../engine/synthetic.ts";
 import { cacheDir } from "../engine/tune_cache.ts";
 import { MODES, type PromptItem, runBatch } from "../workflows/lib/construct_run.ts";
 import { fixedGroups } from "../workflows/lib/groups.ts";
-import { heatmapConfigs } from "../workflows/lib/knockout_configs.ts";
+import { DEFAULT_FLOWS, heatmapConfigs } from "../workflows/lib/knockout_configs.ts";
 import type { BenchRow } from "./table.ts";
 import { type BenchPrompt, counterfactPrompts } from "./prompts.ts";
-import { sweepConfigs as flowConfigs } from "./knockout_bench.ts";
+import { sweepConfigs } from "./knockout_bench.ts";
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), "..");
-/** The seed's three blocks, in this project's flow names. */
-export const SEED_FLOWS = ["last<-last", "last<-subject", "last<-relation"] as const;
+/** The seed's three blocks, in this project's flow names (03_info_flow's default flows). */
+export const SEED_FLOWS = DEFAULT_FLOWS.split(",");
 /** Prompts per fast-path call: the stages' defaults (03_info_flow group_prompts, 04_heatmap group_prompts). */
 const GROUP_03 = 16, GROUP_04 = 4;
 
@@ -184,8 +184,8 @@ export async function syntheticFolder(shape: string, overrides: Record<string, u
 // ------------------------------------------------------------------ our side
 
 /** 03's configurations of the seed's three flows in every window of k layers (those that block something). */
-export function sweepConfigs(nLayer: number, prompts: BenchPrompt[], k: number): KnockoutConfig[] {
-  return prompts.flatMap((p, prompt) => flowConfigs(nLayer, prompt, p.ids, p.subject, SEED_FLOWS, k).map((c) => ({ ...c, target: p.trueId })));
+function seedSweepConfigs(nLayer: number, prompts: BenchPrompt[], k: number): KnockoutConfig[] {
+  return prompts.flatMap((p, prompt) => sweepConfigs(nLayer, prompt, p.ids, p.subject, SEED_FLOWS, k).map((c) => ({ ...c, target: p.trueId })));
 }
 
 async function oursConstruct(model: LanguageModel, prompts: BenchPrompt[]): Promise<{ s: number; p: Record<string, number[]> }> {
@@ -237,7 +237,7 @@ export async function benchOriginal(gpu: Gpu, opts: OriginalBenchOptions = {}): 
   const model = await loadModel(gpu, ckpt);
   try {
     const nLayer = model.info.nLayer;
-    const sweep = (g: BenchPrompt[]) => sweepConfigs(nLayer, g, k);
+    const sweep = (g: BenchPrompt[]) => seedSweepConfigs(nLayer, g, k);
     const heatmap = (g: BenchPrompt[]) =>
       g.flatMap((p, prompt) => heatmapConfigs(nLayer, p.ids.length, k, { units: { kind: "all" }, conv: false }).map((c) => ({ prompt, start: c.start, end: c.end, edges: c.edges, target: p.trueId })));
     // warm-up: every kernel of both paths compiled

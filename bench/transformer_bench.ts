@@ -5,7 +5,8 @@
 // only the rows t0..T-1 from the window's first layer up, every knockout of the prompts as the rows
 // of one batch) against full attention-mode recomputes of the same knockouts (batched as
 // 01_construct batches), in the same run on the same device, with both FLOP counts and the largest
-// |Δp| between the two (bench/knockout_bench.ts timeSweep, shared with the Mamba bench).
+// |Δp| between the two. The sweep, its FLOP bookkeeping, rows and flags are bench/knockout_bench.ts's
+// (shared with the Mamba bench); this file holds the Transformer's FLOP formulas, shapes and dtype.
 //   deno run -A bench/transformer_bench.ts [--quick] [--shape pythia-160m]... [--prompts N | --prompts-json FILE]
 //     [--full-knockouts N] [--repeats N] [--dtype f32|f16] [--write-prompts FILE]
 // --write-prompts saves the first N CounterFact prompts (ids and subject tokens) as the JSON that
@@ -14,18 +15,16 @@
 // `deno task bench` (section `transformer`).
 
 import { parseArgs } from "node:util";
-import type { KnockoutConfig } from "../engine/arch.ts";
 import { loadModel } from "../engine/families.ts";
-import { createGpu, type Gpu } from "../engine/gpu.ts";
+import type { Gpu } from "../engine/gpu.ts";
 import type { WeightDtype } from "../engine/matmul.ts";
-import { syntheticCheckpoint } from "../engine/synthetic.ts";
 import type { TransformerConfig } from "../engine/transformer/config.ts";
 import { PYTHIA_SHAPES, syntheticPythiaConfig } from "../engine/transformer/synthetic.ts";
-import { type BenchPrompt, benchPrompts, FLOWS, sweepConfigs, timeSweep } from "./knockout_bench.ts";
+import { type BenchFamily, benchFamily, type FlopCounts, type KnockoutBenchOptions, runSweepBench, SWEEP_FLAGS, sweepFlops as sweepFlopsOf } from "./knockout_bench.ts";
+import { counterfactPrompts } from "./prompts.ts";
 import type { BenchRow } from "./table.ts";
 
 export const TRANSFORMER_SHAPES = ["pythia-160m", "pythia-1.4b"] as const;
-const K = 9;
 /** The GPT-NeoX-20B tokenizer's ids: the real vocabulary (Pythia's LM head has 50304 rows). */
 const REAL_VOCAB = 50277;
 
@@ -60,142 +59,52 @@ export function fastKnockoutFlops(c: TransformerConfig, T: number, start: number
   return (c.nLayer - start) * ((T - t0) * tokenRowFlops(c) + entries * attentionEntryFlops(c)) + headFlops(c);
 }
 
-/** A prompt's sweep: the fast path (its base run + every knockout) and one full forward per knockout. */
+const FLOPS: FlopCounts<TransformerConfig> = { fullForward: fullForwardFlops, fastKnockout: fastKnockoutFlops };
+
+/** A prompt's sweep on a Transformer (bench/knockout_bench.ts sweepFlops). */
 export function sweepFlops(c: TransformerConfig, T: number, ks: { start: number; t0: number }[]): { fast: number; full: number } {
-  const full = fullForwardFlops(c, T);
-  return { fast: full + ks.reduce((s, k) => s + fastKnockoutFlops(c, T, k.start, k.t0), 0), full: ks.length * full };
+  return sweepFlopsOf(FLOPS, c, T, ks);
 }
 
 // ------------------------------------------------------------------ the run
 
-export interface ShapeResult {
-  shape: string;
-  prompts: number;
-  meanTokens: number;
-  knockoutsPerPrompt: number;
-  fastS: number; // per prompt
-  fullS: number; // per prompt (extrapolated when fewer were timed)
-  fullTimed: number;
-  repeats: number;
-  maxAbsDiff: number; // |p fast − p full| over the knockouts recomputed in full
-  flops: { fast: number; full: number }; // per prompt
-  dtype: WeightDtype;
+/** GPT-NeoX on synthetic Pythia weights, in the given dtype. */
+export function pythiaFamily(dtype: WeightDtype): BenchFamily<TransformerConfig> {
+  return {
+    name: "transformer knockout sweep",
+    shapes: TRANSFORMER_SHAPES,
+    quickShape: "pythia-tiny",
+    config: (shape) => {
+      if (!PYTHIA_SHAPES[shape]) throw new Error(`unknown shape ${shape}: use one of ${Object.keys(PYTHIA_SHAPES).join(", ")}`);
+      return syntheticPythiaConfig(shape) as TransformerConfig;
+    },
+    load: (gpu, ckpt) => loadModel(gpu, ckpt, { dtype, vocabSize: REAL_VOCAB }),
+    flops: FLOPS,
+    shapeNote: (shape) => {
+      const s = PYTHIA_SHAPES[shape];
+      return `${shape} shape (d_model ${s.hidden_size}, ${s.num_hidden_layers} layers, random weights, ${dtype})`;
+    },
+    fastNote: "base run + the rows t0..T-1 of each knockout, keys and values below t0 from the base run",
+    fullNote: "a full forward per knockout, batched",
+  };
 }
 
-export async function benchShape(
-  gpu: Gpu,
-  shape: string,
-  opts: { prompts: number | BenchPrompt[]; fullKnockouts?: number; repeats: number; dtype: WeightDtype },
-): Promise<ShapeResult> {
-  const c = syntheticPythiaConfig(shape) as TransformerConfig;
-  const ckpt = syntheticCheckpoint(c, 0);
-  const model = await loadModel(gpu, ckpt, { dtype: opts.dtype, vocabSize: REAL_VOCAB });
-  try {
-    const prompts = typeof opts.prompts === "number" ? await benchPrompts(opts.prompts) : opts.prompts;
-    const configs: KnockoutConfig[] = [];
-    const flops = { fast: 0, full: 0 };
-    prompts.forEach((p, pi) => {
-      const mine = sweepConfigs(c.nLayer, pi, p.ids, p.subject);
-      configs.push(...mine);
-      const f = sweepFlops(c, p.ids.length, mine.map((k) => ({ start: k.start, t0: Math.min(...k.edges.map(([t]) => t)) })));
-      flops.fast += f.fast / prompts.length;
-      flops.full += f.full / prompts.length;
-    });
-    const t = await timeSweep(model, prompts, configs, opts);
-    return {
-      shape,
-      prompts: prompts.length,
-      meanTokens: prompts.reduce((s, p) => s + p.ids.length, 0) / prompts.length,
-      knockoutsPerPrompt: configs.length / prompts.length,
-      ...t,
-      repeats: opts.repeats,
-      flops,
-      dtype: opts.dtype,
-    };
-  } finally {
-    model.destroy();
-    ckpt.close();
-  }
-}
-
-const gflop = (x: number) => `${(x / 1e9).toFixed(1)} GFLOP`;
-
-export function rowsOf(r: ShapeResult, adapter: string): BenchRow[] {
-  const n = r.knockoutsPerPrompt;
-  const s = PYTHIA_SHAPES[r.shape];
-  const what = `${r.shape} shape (d_model ${s.hidden_size}, ${s.num_hidden_layers} layers, random weights, ${r.dtype}), k=${K}: ${FLOWS.length} flows × every window, ` +
-    `${n.toFixed(0)} knockouts per prompt, ${r.meanTokens.toFixed(1)} tokens on average`;
-  const timed = r.fullTimed < r.prompts * n ? `timed on ${r.fullTimed} and extrapolated` : `all ${r.fullTimed} timed`;
-  const name = `transformer knockout sweep, ${FLOWS.length} flows, k=${K}`;
-  return [
-    {
-      name: `${name}, fast path, ${r.shape}`,
-      value: r.fastS,
-      unit: "s/prompt",
-      note: `${gflop(r.flops.fast)}/prompt (base run + the rows t0..T-1 of each knockout, keys and values below t0 from the base run); ${r.prompts} prompt${
-        r.prompts > 1 ? "s" : ""
-      } in one call${r.repeats > 1 ? `, best of ${r.repeats}` : ""}; ${what}; ${adapter}`,
-    },
-    {
-      name: `${name}, full recomputes, ${r.shape}`,
-      value: r.fullS,
-      unit: "s/prompt",
-      note: `${gflop(r.flops.full)}/prompt (a full forward per knockout, batched); ${timed}; max |Δp| fast vs full ${r.maxAbsDiff.toExponential(1)}`,
-    },
-    {
-      name: `${name}, speed-up, ${r.shape}`,
-      value: r.fullS / r.fastS,
-      unit: "x",
-      note: `FLOP ratio ${(r.flops.full / r.flops.fast).toFixed(1)}x`,
-    },
-  ];
-}
-
-export interface TransformerBenchOptions {
-  /** the tiny synthetic model only (a smoke test: the code runs, the numbers mean little) */
-  quick: boolean;
-  /** default: pythia-160m and pythia-1.4b (pythia-tiny when quick) */
-  shapes?: readonly string[];
-  /** prompts whose sweeps go through the fast path together (default 4 CounterFact rows; 1 when quick), or the prompts themselves */
-  prompts?: number | BenchPrompt[];
-  /** knockouts recomputed in full for the baseline (default: all; 4 when quick) */
-  fullKnockouts?: number;
-  /** fast-path runs, the best one counts (default 1) */
-  repeats?: number;
+export interface TransformerBenchOptions extends KnockoutBenchOptions {
+  /** weights' dtype (default f32); shapes default to pythia-160m and pythia-1.4b (pythia-tiny when quick) */
   dtype?: WeightDtype;
 }
 
-export async function benchTransformerKnockout(gpu: Gpu, opts: TransformerBenchOptions): Promise<BenchRow[]> {
-  const rows: BenchRow[] = [];
-  for (const shape of opts.shapes ?? (opts.quick ? ["pythia-tiny"] : TRANSFORMER_SHAPES)) {
-    if (!PYTHIA_SHAPES[shape]) throw new Error(`unknown shape ${shape}: use one of ${Object.keys(PYTHIA_SHAPES).join(", ")}`);
-    const r = await benchShape(gpu, shape, {
-      prompts: opts.prompts ?? (opts.quick ? 1 : 4),
-      fullKnockouts: opts.fullKnockouts ?? (opts.quick ? 4 : undefined),
-      repeats: opts.repeats ?? 1,
-      dtype: opts.dtype ?? "f32",
-    });
-    rows.push(...rowsOf(r, gpu.adapterInfo));
-  }
-  return rows;
+export function benchTransformerKnockout(gpu: Gpu, opts: TransformerBenchOptions): Promise<BenchRow[]> {
+  return benchFamily(gpu, pythiaFamily(opts.dtype ?? "f32"), opts);
 }
 
 if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
-    options: {
-      quick: { type: "boolean" },
-      shape: { type: "string", multiple: true },
-      prompts: { type: "string" },
-      "prompts-json": { type: "string" },
-      "full-knockouts": { type: "string" },
-      repeats: { type: "string" },
-      dtype: { type: "string" },
-      "write-prompts": { type: "string" },
-    },
+    options: { ...SWEEP_FLAGS, dtype: { type: "string" }, "write-prompts": { type: "string" } },
   });
   if (values["write-prompts"]) {
-    const prompts = await benchPrompts(Number(values.prompts ?? 16));
+    const prompts = await counterfactPrompts(Number(values.prompts ?? 16));
     await Deno.writeTextFile(values["write-prompts"], JSON.stringify(prompts));
     console.log(`${prompts.length} prompts written to ${values["write-prompts"]}`);
     Deno.exit(0);
@@ -205,18 +114,5 @@ if (import.meta.main) {
     console.error(`--dtype ${dtype}: use f32 or f16`);
     Deno.exit(2);
   }
-  const gpu = await createGpu();
-  try {
-    const rows = await benchTransformerKnockout(gpu, {
-      quick: values.quick ?? false,
-      shapes: values.shape,
-      prompts: values["prompts-json"] ? JSON.parse(await Deno.readTextFile(values["prompts-json"])) : values.prompts ? Number(values.prompts) : undefined,
-      fullKnockouts: values["full-knockouts"] ? Number(values["full-knockouts"]) : undefined,
-      repeats: values.repeats ? Number(values.repeats) : undefined,
-      dtype,
-    });
-    for (const r of rows) console.log(`${r.name}: ${r.value.toFixed(r.unit === "x" ? 1 : 3)} ${r.unit}${r.note ? `  (${r.note})` : ""}`);
-  } finally {
-    gpu.device.destroy();
-  }
+  await runSweepBench(values, (gpu, opts) => benchTransformerKnockout(gpu, { ...opts, dtype }));
 }
