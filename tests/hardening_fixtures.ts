@@ -3,14 +3,12 @@
 // HOME and no Hugging Face settings from the machine.
 
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { constants, deflateRawSync } from "node:zlib";
 import { machineEnv } from "./helpers.ts";
 
 export const FIXTURE = new URL("./fixtures/mamba2-tiny", import.meta.url).pathname;
 export const REPO_ROOT = new URL("..", import.meta.url).pathname;
-/** Deno's own cache follows HOME unless DENO_DIR is set: children given a private HOME keep this one. */
-export const DENO_DIR = Deno.env.get("DENO_DIR") ??
-  `${Deno.env.get("XDG_CACHE_HOME") ?? `${Deno.env.get("HOME")}/.cache`}/deno`;
 
 const ENV_KEYS = ["HOME", "HF_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME", "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_TOKEN"];
 
@@ -97,11 +95,44 @@ export interface SafetensorsEntry {
   offsets: [number, number];
 }
 
-/** A safetensors file with the header exactly as given (offsets unchecked) and `data` after it. */
-export function safetensorsRaw(entries: SafetensorsEntry[], data: Uint8Array): Uint8Array<ArrayBuffer> {
-  const header: Record<string, unknown> = { __metadata__: { format: "pt" } };
+/** A tensor's bytes (already in its dtype) for safetensorsBytes to pack. */
+export interface SafetensorsTensor {
+  name: string;
+  dtype: string;
+  shape: number[];
+  bytes: Uint8Array;
+}
+
+/** safetensorsBytes' options for a file as the safetensors library writes it: no __metadata__, the header padded to 8 bytes. */
+export const LIBRARY_SAFETENSORS = { metadata: false, pad: true } as const;
+
+/**
+ * A safetensors file (u64 header length, JSON header, data). Given tensors, they are packed one after
+ * another and their offsets computed; given {entries, data}, the header is exactly as given (offsets
+ * unchecked) and `data` follows it. The header starts with __metadata__ {format: "pt"} unless
+ * `metadata` is false; with `pad` its JSON is padded with spaces to a multiple of 8 bytes (as the
+ * safetensors library writes it).
+ */
+export function safetensorsBytes(
+  content: SafetensorsTensor[] | { entries: SafetensorsEntry[]; data: Uint8Array },
+  opts: { metadata?: boolean; pad?: boolean } = {},
+): Uint8Array<ArrayBuffer> {
+  let entries: SafetensorsEntry[], data: Uint8Array;
+  if (Array.isArray(content)) {
+    let at = 0;
+    entries = content.map((t) => {
+      const begin = at;
+      at += t.bytes.length;
+      return { name: t.name, dtype: t.dtype, shape: t.shape, offsets: [begin, at] };
+    });
+    data = concat(content.map((t) => t.bytes));
+  } else {
+    ({ entries, data } = content);
+  }
+  const header: Record<string, unknown> = opts.metadata === false ? {} : { __metadata__: { format: "pt" } };
   for (const e of entries) header[e.name] = { dtype: e.dtype, shape: e.shape, data_offsets: e.offsets };
-  const json = new TextEncoder().encode(JSON.stringify(header));
+  let json = new TextEncoder().encode(JSON.stringify(header));
+  if (opts.pad) json = concat([json, new Uint8Array((8 - (json.length % 8)) % 8).fill(0x20)]);
   const length = new Uint8Array(8);
   new DataView(length.buffer).setBigUint64(0, BigInt(json.length), true);
   return concat([length, json, data]);
@@ -109,6 +140,80 @@ export function safetensorsRaw(entries: SafetensorsEntry[], data: Uint8Array): U
 
 export const f32Bytes = (xs: number[]) => new Uint8Array(new Float32Array(xs).buffer);
 export const u16Bytes = (xs: number[]) => new Uint8Array(new Uint16Array(xs).buffer);
+
+// ---------------------------------------------------------------------------------------------
+// a stand-in for the Hugging Face Hub
+
+export interface ServedFile {
+  bytes: Uint8Array<ArrayBuffer>;
+  /** An LFS file: resolve redirects to the CDN URL with x-linked-etag (sha256) and x-linked-size. */
+  lfs: boolean;
+  /** What the CDN sends instead of `bytes` (which the headers still describe). */
+  servedBytes?: Uint8Array<ArrayBuffer>;
+}
+
+/** Answers made hostile: another X-Repo-Commit, or an ETag / X-Linked-Etag per file name. */
+export interface HubTamper {
+  commit?: string;
+  etag?: (name: string) => string | undefined;
+}
+
+/**
+ * A local server answering like the Hub: HEAD/GET on resolve URLs with x-repo-commit (`commit`
+ * unless tampered), LFS files redirected to a CDN URL with x-linked-etag/x-linked-size, Range
+ * requests answered with 206. Every request is logged in `requested` ("METHOD /decoded/path"),
+ * every Range header in `ranges`.
+ */
+export function standInHub(files: Record<string, ServedFile>, opts: { tamper?: HubTamper } = {}) {
+  const commit = "e".repeat(40);
+  const tamper = opts.tamper ?? {};
+  const requested: string[] = [];
+  const ranges: string[] = [];
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (req) => {
+    const url = new URL(req.url);
+    requested.push(`${req.method} ${decodeURIComponent(url.pathname)}`);
+    const repoCommit = tamper.commit ?? commit;
+    const resolved = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(url.pathname);
+    if (resolved) {
+      const file = files[decodeURIComponent(resolved[3])];
+      if (!file) return new Response("Entry not found", { status: 404, headers: { "x-repo-commit": repoCommit } });
+      const hostileEtag = tamper.etag?.(resolved[3]);
+      if (file.lfs) {
+        return new Response(null, {
+          status: 302,
+          headers: {
+            location: `/cdn/${resolved[3]}`,
+            "x-repo-commit": repoCommit,
+            "x-linked-etag": `"${hostileEtag ?? createHash("sha256").update(file.bytes).digest("hex")}"`,
+            "x-linked-size": String(file.bytes.length),
+          },
+        });
+      }
+      return new Response(req.method === "HEAD" ? null : file.bytes, {
+        headers: {
+          "x-repo-commit": repoCommit,
+          etag: `"${hostileEtag ?? createHash("sha1").update(file.bytes).digest("hex")}"`,
+          "content-length": String(file.bytes.length),
+        },
+      });
+    }
+    const cdn = /^\/cdn\/(.+)$/.exec(url.pathname);
+    const file = cdn ? files[decodeURIComponent(cdn[1])] : undefined;
+    if (!file) return new Response("no", { status: 404 });
+    const body = file.servedBytes ?? file.bytes;
+    const range = req.headers.get("range");
+    if (range) {
+      ranges.push(range);
+      const start = Number(/bytes=(\d+)-/.exec(range)![1]);
+      return new Response(body.slice(start), {
+        status: 206,
+        headers: { "content-range": `bytes ${start}-${body.length - 1}/${body.length}` },
+      });
+    }
+    return new Response(body);
+  });
+  return { server, commit, requested, ranges, endpoint: `http://127.0.0.1:${server.addr.port}` };
+}
 
 // ---------------------------------------------------------------------------------------------
 // zip (the subset torch.save writes: local headers, a central directory, no zip64)

@@ -4,56 +4,8 @@
 // the cache's models--org--name/ folder, and refs/main never points anywhere else.
 
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { openCheckpoint } from "../engine/checkpoint/mod.ts";
-import { FIXTURE, isolatedTest, rejects, withTempDir } from "./hardening_fixtures.ts";
-
-interface Served {
-  bytes: Uint8Array<ArrayBuffer>;
-  lfs: boolean;
-}
-
-/** A Hub stand-in whose answers can be made hostile through `tamper`. */
-function hostileHub(
-  files: Record<string, Served>,
-  tamper: { commit?: string; etag?: (name: string) => string | undefined },
-) {
-  const goodCommit = "e".repeat(40);
-  const requested: string[] = [];
-  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (req) => {
-    const url = new URL(req.url);
-    requested.push(`${req.method} ${decodeURIComponent(url.pathname)}`);
-    const commit = tamper.commit ?? goodCommit;
-    const resolved = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(url.pathname);
-    if (resolved) {
-      const file = files[decodeURIComponent(resolved[3])];
-      if (!file) return new Response("Entry not found", { status: 404, headers: { "x-repo-commit": commit } });
-      const hostileEtag = tamper.etag?.(resolved[3]);
-      if (file.lfs) {
-        return new Response(null, {
-          status: 302,
-          headers: {
-            location: `/cdn/${resolved[3]}`,
-            "x-repo-commit": commit,
-            "x-linked-etag": `"${hostileEtag ?? createHash("sha256").update(file.bytes).digest("hex")}"`,
-            "x-linked-size": String(file.bytes.length),
-          },
-        });
-      }
-      return new Response(req.method === "HEAD" ? null : file.bytes, {
-        headers: {
-          "x-repo-commit": commit,
-          etag: `"${hostileEtag ?? createHash("sha1").update(file.bytes).digest("hex")}"`,
-          "content-length": String(file.bytes.length),
-        },
-      });
-    }
-    const cdn = /^\/cdn\/(.+)$/.exec(url.pathname);
-    const file = cdn ? files[decodeURIComponent(cdn[1])] : undefined;
-    return file ? new Response(file.bytes) : new Response("no", { status: 404 });
-  });
-  return { server, requested, endpoint: `http://127.0.0.1:${server.addr.port}` };
-}
+import { FIXTURE, type HubTamper, isolatedTest, rejects, type ServedFile, standInHub, withTempDir } from "./hardening_fixtures.ts";
 
 /** Every path under `dir`, relative, sorted (links listed, not followed). */
 async function tree(dir: string, rel = ""): Promise<string[]> {
@@ -73,8 +25,8 @@ const weights = () => Deno.readFileSync(`${FIXTURE}/model.safetensors`);
  * Open test-org/hostile through the server; the cache lives in <root>/cache and <root>/ must end
  * up holding nothing but the cache, and the cache nothing but models--test-org--hostile/.
  */
-async function openThroughHub(files: Record<string, Served>, tamper: Parameters<typeof hostileHub>[1], mention: RegExp) {
-  const hub = hostileHub(files, tamper);
+async function openThroughHub(files: Record<string, ServedFile>, tamper: HubTamper, mention: RegExp) {
+  const hub = standInHub(files, { tamper });
   try {
     return await withTempDir(async (root) => {
       const cache = `${root}/cache`;
@@ -166,10 +118,7 @@ isolatedTest("hub: a cached refs/main that is not a commit id is ignored, never 
 });
 
 isolatedTest("hub: with honest answers the same server still downloads a loadable checkpoint", async () => {
-  const hub = hostileHub(
-    { "config.json": { bytes: config(), lfs: false }, "model.safetensors": { bytes: weights(), lfs: true } },
-    {},
-  );
+  const hub = standInHub({ "config.json": { bytes: config(), lfs: false }, "model.safetensors": { bytes: weights(), lfs: true } });
   try {
     await withTempDir(async (root) => {
       Deno.env.set("HF_HUB_CACHE", `${root}/cache`);

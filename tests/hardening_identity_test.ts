@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { openCheckpoint } from "../engine/checkpoint/mod.ts";
-import { DENO_DIR, FIXTURE, isolatedTest, rejects, withTempDir } from "./hardening_fixtures.ts";
+import { FIXTURE, isolatedTest, rejects, withTempDir } from "./hardening_fixtures.ts";
 import { runDeno } from "./helpers.ts";
 import { describe } from "./pipeline_helpers.ts";
 
@@ -78,8 +78,8 @@ isolatedTest("pipeline --verify: a weight edited in place is noticed and its sta
     const model = await copyOfFixture(await Deno.makeTempDir({ dir: tmp, prefix: "model-" }));
     const out = join(tmp, "run");
     const args = ["--model", model, "--rows", "0-1", "--out", out, "--only", "01_construct"];
-    // the child's identity cache lives in this test's HOME
-    const run = (extra: string[]) => runDeno(["run", "-A", "workflows/pipeline.ts", ...args, ...extra], { env: { HOME: home, DENO_DIR } });
+    // the child's identity cache lives in this test's HOME (runDeno keeps the machine's Deno cache)
+    const run = (extra: string[]) => runDeno(["run", "-A", "workflows/pipeline.ts", ...args, ...extra], { env: { HOME: home } });
     const first = await run([]);
     assert.equal(first.code, 0, describe(first));
     await editInPlaceKeepingMtime(`${model}/model.safetensors`);

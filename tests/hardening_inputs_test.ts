@@ -8,7 +8,8 @@ import assert from "node:assert/strict";
 import { openCheckpoint } from "../engine/checkpoint/mod.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import { encodeParquet, readParquet } from "../workflows/lib/parquet.ts";
-import { DENO_DIR, FIXTURE, isolatedTest, modelDir, rejects, REPO_ROOT, withTempDir } from "./hardening_fixtures.ts";
+import { FIXTURE, isolatedTest, modelDir, rejects, REPO_ROOT, withTempDir } from "./hardening_fixtures.ts";
+import { childEnv } from "./helpers.ts";
 
 async function mkfifo(path: string): Promise<void> {
   const r = await new Deno.Command("mkfifo", { args: [path] }).output();
@@ -98,7 +99,7 @@ isolatedTest("FIFOs and devices where metadata or weights should be: refused at 
       ["tokenizer", "/dev/zero"],
       ["parquet", `${root}/data.parquet`],
       ["checkpoint", "test-org/fifo"],
-    ], { HOME: home, DENO_DIR, HF_HUB_CACHE: cache, HF_HUB_OFFLINE: "1" });
+    ], childEnv({ HOME: home, HF_HUB_CACHE: cache, HF_HUB_OFFLINE: "1" }));
     const fifo = "is a FIFO \\(named pipe\\), not a regular file; point it at the real file";
     const expected = [
       new RegExp(`^CheckpointError: .*/fifo-config/config\\.json ${fifo}$`),

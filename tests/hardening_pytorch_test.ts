@@ -8,7 +8,6 @@ import { openCheckpoint } from "../engine/checkpoint/mod.ts";
 import { MAX_PICKLE_BYTES } from "../engine/checkpoint/pytorch.ts";
 import {
   deflate,
-  DENO_DIR,
   f32Bytes,
   isolatedTest,
   modelDir,
@@ -20,6 +19,7 @@ import {
   withTempDir,
   zeroBomb,
 } from "./hardening_fixtures.ts";
+import { childEnv } from "./helpers.ts";
 
 const GIB_MIB = 1024;
 
@@ -96,7 +96,7 @@ console.log(JSON.stringify({ out, peak }));
   );
   const r = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--no-check", script, JSON.stringify(cases.map((c) => [c.dir, c.tensor ?? ""]))],
-    env: { HOME: home, DENO_DIR },
+    env: childEnv({ HOME: home }),
     stdout: "piped",
     stderr: "piped",
   }).output();

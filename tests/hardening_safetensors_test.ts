@@ -11,7 +11,7 @@ import {
   modelDir,
   rejects,
   type SafetensorsEntry,
-  safetensorsRaw,
+  safetensorsBytes,
   withTempDir,
 } from "./hardening_fixtures.ts";
 
@@ -25,7 +25,7 @@ const f32 = (name: string, n: number, begin: number): SafetensorsEntry => ({
 async function open(entries: SafetensorsEntry[], dataBytes: number) {
   return await withTempDir(async (dir) => {
     const data = f32Bytes(Array.from({ length: dataBytes / 4 }, (_, i) => i));
-    await modelDir(dir, { "model.safetensors": safetensorsRaw(entries, data) });
+    await modelDir(dir, { "model.safetensors": safetensorsBytes({ entries, data }) });
     const ckpt = await openCheckpoint(dir);
     const values = Object.fromEntries(
       await Promise.all(ckpt.list().map(async (t) => [t.name, [...await ckpt.readF32(t.name)]])),
@@ -94,7 +94,7 @@ isolatedTest("sharded safetensors: the index may only name plain *.safetensors f
 
 isolatedTest("sharded safetensors: a shard's tiling is checked over all its tensors, listed or not", async () => {
   await withTempDir(async (dir) => {
-    const shard = safetensorsRaw([f32("w", 2, 0), f32("unlisted", 2, 4)], f32Bytes([1, 2, 3]));
+    const shard = safetensorsBytes({ entries: [f32("w", 2, 0), f32("unlisted", 2, 4)], data: f32Bytes([1, 2, 3]) });
     await modelDir(dir, {
       "model-00001-of-00001.safetensors": shard,
       "model.safetensors.index.json": new TextEncoder().encode(

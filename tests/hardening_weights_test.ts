@@ -10,7 +10,7 @@ import {
   isolatedTest,
   modelDir,
   rejects,
-  safetensorsRaw,
+  safetensorsBytes,
   stateDictPickle,
   torchZip,
   u16Bytes,
@@ -38,7 +38,7 @@ for (const [dtype, good, bad, count, first] of [
         { name: "fine", dtype, shape: [4], offsets: [0, good.length] as [number, number] },
         { name: "broken.weight", dtype, shape: [2, 2], offsets: [good.length, good.length + bad.length] as [number, number] },
       ];
-      await modelDir(dir, { "model.safetensors": safetensorsRaw(entries, new Uint8Array([...good, ...bad])) });
+      await modelDir(dir, { "model.safetensors": safetensorsBytes({ entries, data: new Uint8Array([...good, ...bad]) }) });
       const ckpt = await openCheckpoint(dir);
       try {
         assert.equal((await ckpt.readF32("fine")).length, 4);

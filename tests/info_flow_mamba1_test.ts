@@ -6,30 +6,13 @@
 // number of blocked edges, and no row where a flow blocks nothing.
 import { join } from "node:path";
 import { assert, assertEquals } from "./assert.ts";
-import { describe, pipeline } from "./pipeline_helpers.ts";
+import { assertGoldenFlowCases, describe, type GoldenFlows, pipeline } from "./pipeline_helpers.ts";
 import { readParquet } from "../workflows/lib/parquet.ts";
-
-interface Case {
-  flow: string;
-  heads: string;
-  conv: boolean;
-  window_start: number;
-  edges: number;
-  true_prob?: number;
-  hit?: boolean;
-  relative_change_pct?: number;
-}
-interface Golden {
-  window_size: number;
-  flows: string[];
-  selectors: string[];
-  prompts: { row: number; ids: number[]; true_id: number; subject_tokens: number[]; base: { true_prob: number; hit: boolean }; cases: Case[] }[];
-}
 
 for (const name of ["mamba1-tiny", "falcon-mamba-tiny"]) {
   Deno.test(`03_info_flow on ${name} reproduces every case of its golden-experiments.json (flows, channel selectors)`, async () => {
     const fixture = `tests/fixtures/${name}`;
-    const g: Golden = JSON.parse(await Deno.readTextFile(`${fixture}/golden-experiments.json`));
+    const g: GoldenFlows = JSON.parse(await Deno.readTextFile(`${fixture}/golden-experiments.json`));
     const tmp = await Deno.makeTempDir({ prefix: `info_flow_${name}_` });
     try {
       const rows = g.prompts.map((p) => p.row).sort((a, b) => a - b).join(",");
@@ -56,27 +39,7 @@ for (const name of ["mamba1-tiny", "falcon-mamba-tiny"]) {
         assertEquals(x.true_id, p.true_id, `row ${p.row}: true id`);
         assert(Math.abs((x.true_prob as number) - p.base.true_prob) <= 2e-4 * p.base.true_prob, `row ${p.row}: p_base ${x.true_prob} vs ${p.base.true_prob}`);
       }
-      const key = (row: unknown, flow: unknown, heads: unknown, start: unknown) => `${row}|${flow}|${heads}|${start}`;
-      const byKey = new Map(t.rows.filter((x) => x.conv === false).map((x) => [key(x.row, x.flow, x.heads, x.window_start), x]));
-      let checked = 0, absent = 0, worst = 0;
-      for (const p of g.prompts) {
-        for (const c of p.cases) {
-          const where = `row ${p.row} ${c.flow} channels ${c.heads} window ${c.window_start}`;
-          const x = byKey.get(key(p.row, c.flow, c.heads, c.window_start));
-          if (c.edges === 0) {
-            assertEquals(x, undefined, `${where}: blocks nothing, so no row`);
-            absent++;
-            continue;
-          }
-          assert(x, `${where}: no row`);
-          assertEquals(x.edges, c.edges, `edges at ${where}`);
-          const rel = Math.abs((x.true_prob as number) - c.true_prob!) / c.true_prob!;
-          worst = Math.max(worst, rel);
-          assert(rel <= 2e-4, `p(true) at ${where}: ${x.true_prob} vs ${c.true_prob}`);
-          assertEquals(x.hit, c.hit, `hit at ${where}`);
-          checked++;
-        }
-      }
+      const { checked, absent, worst } = assertGoldenFlowCases(g.prompts, t.rows, "channels");
       const total = g.prompts.reduce((n, p) => n + p.cases.length, 0);
       assertEquals(checked + absent, total);
       assert(checked > 500, `${checked} cases checked`);

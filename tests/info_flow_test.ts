@@ -6,7 +6,7 @@
 import { join } from "node:path";
 import { assert, assertEquals, assertThrows } from "./assert.ts";
 import { childEnv, FIXTURE_DIR } from "./helpers.ts";
-import { describe, FIXTURE, pipeline, type RunResult, expectOneLineError } from "./pipeline_helpers.ts";
+import { assertGoldenFlowCases, describe, expectOneLineError, FIXTURE, type GoldenFlows, pipeline, type RunResult } from "./pipeline_helpers.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import { readParquet, writeParquet } from "../workflows/lib/parquet.ts";
 import { subjectTokenRange, subjectTokens } from "../workflows/lib/subject.ts";
@@ -443,25 +443,8 @@ Deno.test("03_info_flow on the fixture model: the goldens, flows × heads × con
 
 // ---------------------------------------------------------------- golden-flows.json through the pipeline
 
-interface FlowCase {
-  flow: string;
-  heads: string;
-  conv: boolean;
-  window_start: number;
-  edges: number;
-  true_prob: number;
-  hit: boolean;
-  relative_change_pct: number;
-}
-interface FlowsGolden {
-  window_size: number;
-  flows: string[];
-  selectors: string[];
-  prompts: { row: number; ids: number[]; subject_tokens: number[]; base: { true_prob: number }; cases: FlowCase[] }[];
-}
-
 Deno.test("03_info_flow reproduces every case of golden-flows.json (flows, head selectors, conv)", async () => {
-  const g: FlowsGolden = JSON.parse(await Deno.readTextFile(FIXTURE_DIR + "golden-flows.json"));
+  const g: GoldenFlows = JSON.parse(await Deno.readTextFile(FIXTURE_DIR + "golden-flows.json"));
   const tmp = await Deno.makeTempDir({ prefix: "info_flow_golden_" });
   const rows = g.prompts.map((p) => p.row).sort((a, b) => a - b).join(",");
   const base = ["--model", FIXTURE, "--rows", rows, "--only", "01_construct", "--only", "03_info_flow", "--set", "03_info_flow.filter=all",
@@ -473,33 +456,16 @@ Deno.test("03_info_flow reproduces every case of golden-flows.json (flows, head 
     { name: "flows", flows: g.flows, heads: ["all"], conv: "false,true" },
     { name: "selectors", flows: selectorFlows, heads: g.selectors, conv: "false" },
   ];
-  const byKey = new Map<string, Record<string, unknown>>();
-  const key = (row: unknown, flow: unknown, heads: unknown, conv: unknown, start: unknown) => `${row}|${flow}|${heads}|${conv}|${start}`;
+  const infoRows: Record<string, unknown>[] = [];
   for (const run of runs) {
     const out = join(tmp, run.name);
     const r = await pipeline([...base, "--set", `03_info_flow.flows=${run.flows.join(",")}`, "--set", `03_info_flow.heads=${run.heads.join(",")}`,
       "--set", `03_info_flow.conv=${run.conv}`, "--out", out]);
     assertEquals(r.code, 0, describe(r));
     const t = await readParquet(join(out, "03_info_flow", "info_flow.parquet"));
-    for (const x of t.rows) byKey.set(key(x.row, x.flow, x.heads, x.conv, x.window_start), x);
+    infoRows.push(...t.rows);
   }
-  let checked = 0, absent = 0, worst = 0;
-  for (const { p, c } of cases) {
-    const where = `row ${p.row} ${c.flow} heads ${c.heads} conv ${c.conv} window ${c.window_start}`;
-    const x = byKey.get(key(p.row, c.flow, c.heads, c.conv, c.window_start));
-    if (c.edges === 0) {
-      assertEquals(x, undefined, `${where}: blocks nothing, so no row`);
-      absent++;
-      continue;
-    }
-    assert(x, `${where}: no row`);
-    assertEquals(x.edges, c.edges, `edges at ${where}`);
-    const rel = Math.abs((x.true_prob as number) - c.true_prob) / c.true_prob;
-    worst = Math.max(worst, rel);
-    assert(rel <= 2e-4, `p(true) at ${where}: ${x.true_prob} vs ${c.true_prob}`);
-    assertEquals(x.hit, c.hit, `hit at ${where}`);
-    checked++;
-  }
+  const { checked, absent, worst } = assertGoldenFlowCases(g.prompts, infoRows);
   assertEquals(checked + absent, cases.length);
   assert(absent > 0 && checked > 1000, `${checked} cases checked, ${absent} without edges`);
   console.log(`  ${checked} golden cases reproduced (worst relative error of p(true) ${worst.toExponential(1)}), ${absent} without edges have no row`);

@@ -12,6 +12,7 @@ import { flowEdges, parseFlow } from "../engine/flows.ts";
 import type { TokenStats } from "../engine/probs.ts";
 import { DEFAULT_FLOWS, heatmapConfigs, infoFlowConfigs, parseFlows } from "../workflows/lib/knockout_configs.ts";
 import { FIXTURE_DIR, loadBackbone } from "./helpers.ts";
+import type { GoldenFlowCase, GoldenFlows } from "./pipeline_helpers.ts";
 
 const GOLDEN_REL_TOL = 2e-4; // p(true) against the float64 goldens, relative
 const FULL_REL_TOL = 1e-4; // fast path against the full recompute, relative
@@ -42,23 +43,6 @@ export interface GoldenExperiments {
 
 export async function goldenExperiments(): Promise<GoldenExperiments> {
   return JSON.parse(await Deno.readTextFile(FIXTURE_DIR + "golden-experiments.json"));
-}
-
-interface FlowCase {
-  flow: string;
-  heads: string;
-  conv: boolean;
-  window_start: number;
-  edges: number;
-  true_prob?: number;
-  hit?: boolean;
-}
-interface GoldenFlows {
-  window_size: number;
-  flows: string[];
-  selectors: string[];
-  decay_per_layer: number[][];
-  prompts: { row: number; ids: number[]; true_id: number; subject_tokens: number[]; base: { true_prob: number; hit: boolean }; cases: FlowCase[] }[];
 }
 
 async function goldenFlows(): Promise<GoldenFlows> {
@@ -164,13 +148,13 @@ Deno.test("golden flows: every case by the full forward and by the fast path (fl
   const g = await goldenFlows();
   const k = g.window_size;
   // the decays the selectors rank by: exp(-exp(A_log)) per head, as the golden file has them
-  g.decay_per_layer.forEach((want, l) => {
+  g.decay_per_layer!.forEach((want, l) => {
     const got = model.decay(l)!;
     want.forEach((d, h) => assert(rel(got[h], d) <= 1e-6, `decay of layer ${l} head ${h}: ${got[h]} vs ${d}`));
   });
   const prompts = g.prompts.map((p) => p.ids);
   const configs: KnockoutConfig[] = [];
-  const cases: { row: number; c: FlowCase }[] = [];
+  const cases: { row: number; c: GoldenFlowCase }[] = [];
   let empty = 0;
   g.prompts.forEach((p, pi) => {
     for (const c of p.cases) {

@@ -14,6 +14,7 @@ import { PIECE_BYTES } from "../engine/loading.ts";
 import type { Mamba2Config } from "../engine/mamba2/config.ts";
 import { loadTokenizer, tokenizerPathFor } from "../engine/tokenizer.ts";
 import { assertGoldenKnockouts, assertGoldenSequences, FIXTURE_DIR, goldenEngine, loadBackbone, maxAbs, maxAbsDiff, runDeno, testGpu } from "./helpers.ts";
+import { LIBRARY_SAFETENSORS, safetensorsBytes, type SafetensorsTensor } from "./hardening_fixtures.ts";
 import { hfFixture } from "./hf_layout.ts";
 import * as ref2 from "./reference/mamba2.ts";
 
@@ -114,27 +115,6 @@ Deno.test("Python-written configs: Infinity, \"Infinity\" and {\"__float__\": \"
   assertThrows(() => parseConfig({ ...raw, time_step_limit: [0.1, 0.01] }), /"time_step_limit" must be \[min, max\] with 0 <= min < max/);
 });
 
-/** safetensors bytes holding these tensors (already in their dtype's bytes). */
-function safetensorsFile(tensors: { name: string; dtype: string; shape: number[]; bytes: Uint8Array }[]): Uint8Array {
-  const header: Record<string, unknown> = {};
-  let at = 0;
-  for (const t of tensors) {
-    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [at, at + t.bytes.length] };
-    at += t.bytes.length;
-  }
-  let json = JSON.stringify(header);
-  json += " ".repeat((8 - (json.length % 8)) % 8);
-  const out = new Uint8Array(8 + json.length + at);
-  new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
-  out.set(new TextEncoder().encode(json), 8);
-  let p = 8 + json.length;
-  for (const t of tensors) {
-    out.set(t.bytes, p);
-    p += t.bytes.length;
-  }
-  return out;
-}
-
 const bf16 = (x: Float32Array) => {
   const u = new Uint32Array(x.buffer, x.byteOffset, x.length);
   return Uint16Array.from(u, (v) => v >>> 16); // truncation: any BF16 value will do, the reference reads the same
@@ -144,7 +124,7 @@ Deno.test("sharded safetensors (model.safetensors.index.json) with F32, F16 and 
   const single = await openCheckpoint(MAMBA1);
   const config = Deno.readTextFileSync(`${MAMBA1}/config.json`);
   await tempDir(async (dir) => {
-    const shards: { name: string; dtype: string; shape: number[]; bytes: Uint8Array }[][] = [[], [], []];
+    const shards: SafetensorsTensor[][] = [[], [], []];
     const weightMap: Record<string, string> = {};
     for (const t of single.list()) {
       const x = await single.readF32(t.name);
@@ -157,7 +137,7 @@ Deno.test("sharded safetensors (model.safetensors.index.json) with F32, F16 and 
       shards[k].push({ name: t.name, dtype, shape: t.shape, bytes });
       weightMap[t.name] = `model-0000${k + 1}-of-00003.safetensors`;
     }
-    shards.forEach((s, k) => Deno.writeFileSync(`${dir}/model-0000${k + 1}-of-00003.safetensors`, safetensorsFile(s)));
+    shards.forEach((s, k) => Deno.writeFileSync(`${dir}/model-0000${k + 1}-of-00003.safetensors`, safetensorsBytes(s, LIBRARY_SAFETENSORS)));
     Deno.writeTextFileSync(`${dir}/model.safetensors.index.json`, JSON.stringify({ metadata: {}, weight_map: weightMap }));
     Deno.writeTextFileSync(`${dir}/config.json`, config);
     const ckpt = await openCheckpoint(dir);
@@ -275,7 +255,7 @@ Deno.test("checkpoints that disagree with their config, and unknown families, en
     const names = (await openCheckpoint(hf)).list().map((t) => t.name);
     Deno.writeTextFileSync(`${dir}/config.json`, JSON.stringify(hfConfig));
     await Deno.symlink(weights, `${dir}/model-00001-of-00002.safetensors`);
-    Deno.writeFileSync(`${dir}/model-00002-of-00002.safetensors`, safetensorsFile([{ name: "backbone.layers.0.mixer.extra", dtype: "F32", shape: [2], bytes: new Uint8Array(8) }]));
+    Deno.writeFileSync(`${dir}/model-00002-of-00002.safetensors`, safetensorsBytes([{ name: "backbone.layers.0.mixer.extra", dtype: "F32", shape: [2], bytes: new Uint8Array(8) }], LIBRARY_SAFETENSORS));
     const weightMap = Object.fromEntries([...names.map((n) => [n, "model-00001-of-00002.safetensors"]), ["backbone.layers.0.mixer.extra", "model-00002-of-00002.safetensors"]]);
     Deno.writeTextFileSync(`${dir}/model.safetensors.index.json`, JSON.stringify({ weight_map: weightMap }));
     const r = await runDeno(["run", "-A", "engine/infer.ts", "--model", dir, "--ids", "1,2,3"]);

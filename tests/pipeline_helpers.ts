@@ -84,3 +84,80 @@ export async function interruptedRun(
   const stderr = new TextDecoder().decode(await new Response(child.stderr).arrayBuffer());
   return { code: status.code, stderr, saved: await saved() };
 }
+
+/**
+ * One case of a fixture's golden flows (golden-flows.json, golden-experiments.json): a flow cut in
+ * one window of layers, for one head (unit) selector and conv setting. A case that blocks nothing
+ * (edges 0) has no true_prob or hit.
+ */
+export interface GoldenFlowCase {
+  flow: string;
+  heads: string;
+  conv: boolean;
+  window_start: number;
+  edges: number;
+  true_prob?: number;
+  hit?: boolean;
+  relative_change_pct?: number;
+}
+export interface GoldenFlowPrompt<C extends GoldenFlowCase = GoldenFlowCase> {
+  row: number;
+  ids: number[];
+  true_id: number;
+  subject_tokens: number[];
+  base: { true_prob: number; hit: boolean };
+  cases: C[];
+}
+export interface GoldenFlows<C extends GoldenFlowCase = GoldenFlowCase> {
+  window_size: number;
+  windows: number[][];
+  flows: string[];
+  selectors: string[];
+  /** (the SSM fixtures only) */
+  decay_per_layer?: number[][];
+  prompts: GoldenFlowPrompt<C>[];
+}
+
+/**
+ * Every golden flow case against 03_info_flow's rows (info_flow.parquet): a case that blocks nothing
+ * has no row; any other has a row (same row, flow, selector, conv and window start), and every such
+ * row has the golden's number of blocked edges, p(true) within 2e-4 relative and the same hit.
+ * `unit` names the selectors in messages ("heads", or "channels" for Mamba-1). Returns the cases
+ * checked, the cases without edges (and rows), and the worst relative error of p(true).
+ */
+export function assertGoldenFlowCases(
+  prompts: GoldenFlowPrompt[],
+  rows: Record<string, unknown>[],
+  unit = "heads",
+): { checked: number; absent: number; worst: number } {
+  const key = (row: unknown, flow: unknown, heads: unknown, conv: unknown, start: unknown) => `${row}|${flow}|${heads}|${conv}|${start}`;
+  const byKey = new Map<string, Record<string, unknown>[]>();
+  for (const x of rows) {
+    const k = key(x.row, x.flow, x.heads, x.conv, x.window_start);
+    const same = byKey.get(k);
+    if (same) same.push(x);
+    else byKey.set(k, [x]);
+  }
+  let checked = 0, absent = 0, worst = 0;
+  for (const p of prompts) {
+    for (const c of p.cases) {
+      const where = `row ${p.row} ${c.flow} ${unit} ${c.heads} conv ${c.conv} window ${c.window_start}`;
+      const found = byKey.get(key(p.row, c.flow, c.heads, c.conv, c.window_start)) ?? [];
+      if (c.edges === 0) {
+        assertEquals(found[0], undefined, `${where}: blocks nothing, so no row`);
+        absent++;
+        continue;
+      }
+      assert(found.length > 0, `${where}: no row`);
+      for (const x of found) {
+        assertEquals(x.edges, c.edges, `edges at ${where}`);
+        const rel = Math.abs((x.true_prob as number) - c.true_prob!) / c.true_prob!;
+        worst = Math.max(worst, rel);
+        assert(rel <= 2e-4, `p(true) at ${where}: ${x.true_prob} vs ${c.true_prob}`);
+        assertEquals(x.hit, c.hit, `hit at ${where}`);
+      }
+      checked++;
+    }
+  }
+  return { checked, absent, worst };
+}

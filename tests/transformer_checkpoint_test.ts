@@ -12,6 +12,7 @@ import { LLAMA } from "../engine/llama/family.ts";
 import { QWEN2 } from "../engine/qwen2/family.ts";
 import { MISTRAL } from "../engine/mistral/family.ts";
 import { GPT2 } from "../engine/gpt2/family.ts";
+import { LIBRARY_SAFETENSORS, safetensorsBytes } from "./hardening_fixtures.ts";
 import { loadBackbone } from "./helpers.ts";
 import { llama3InvFreq, referenceForward, ropeInvFreq } from "./reference/transformer.ts";
 import { type Fixture, fixtureDir, fixtureModel, realVocab, referenceTensors, relErr, TOKENIZER } from "./transformer_helpers.ts";
@@ -74,25 +75,8 @@ Deno.test("config parsing: unsupported settings are refused in one line naming t
 
 type Tensor = { dtype: "F32" | "F16" | "BF16"; shape: number[]; bytes: Uint8Array };
 
-function safetensors(tensors: Map<string, Tensor>): Uint8Array {
-  const header: Record<string, unknown> = {};
-  let at = 0;
-  for (const [name, t] of tensors) {
-    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [at, at + t.bytes.length] };
-    at += t.bytes.length;
-  }
-  let json = JSON.stringify(header);
-  json += " ".repeat((8 - (json.length % 8)) % 8);
-  const out = new Uint8Array(8 + json.length + at);
-  new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
-  out.set(new TextEncoder().encode(json), 8);
-  let o = 8 + json.length;
-  for (const t of tensors.values()) {
-    out.set(t.bytes, o);
-    o += t.bytes.length;
-  }
-  return out;
-}
+/** The tensors in one safetensors file, as the safetensors library writes it. */
+const safetensors = (tensors: Map<string, Tensor>) => safetensorsBytes([...tensors].map(([name, t]) => ({ name, ...t })), LIBRARY_SAFETENSORS);
 
 /** Round f32 values to bfloat16 bits (nearest, ties to even). */
 function toBf16(x: Float32Array): Uint16Array {

@@ -5,7 +5,8 @@ import type { Backbone } from "../engine/backbone.ts";
 import type { Checkpoint } from "../engine/checkpoint/mod.ts";
 import type { WeightDtype } from "../engine/matmul.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
-import { type GoldenEngine, goldenEngine as readGoldenEngine, loadBackbone } from "./helpers.ts";
+import { type GoldenEngine, goldenEngine as readGoldenEngine, loadBackbone, maxAbs, maxAbsDiff } from "./helpers.ts";
+import type { GoldenFlowCase, GoldenFlows } from "./pipeline_helpers.ts";
 
 export const FIXTURES = ["pythia", "gpt2", "llama", "qwen2"] as const;
 export type Fixture = typeof FIXTURES[number];
@@ -15,21 +16,8 @@ export const fixtureDir = (f: Fixture) => new URL(`./fixtures/${f}-tiny/`, impor
 /** The fixtures' prompts come from the GPT-NeoX-20B tokenizer: its ids are the real vocabulary. */
 export const TOKENIZER = new URL("../data/gpt-neox-20b-tokenizer.json", import.meta.url).pathname;
 
-export interface GoldenCase {
-  flow: string;
-  heads: string;
-  window_start: number;
-  edges: number;
-  true_prob: number;
-  hit: boolean;
-  relative_change_pct: number;
-}
-export interface GoldenExperiments {
-  window_size: number;
-  windows: number[][];
-  flows: string[];
-  prompts: { row: number; ids: number[]; true_id: number; subject_tokens: number[]; base: { true_prob: number; hit: boolean }; cases: GoldenCase[] }[];
-}
+/** A Transformer fixture's golden-experiments.json: flow cases on every head, no conv. */
+export type GoldenExperiments = GoldenFlows<GoldenFlowCase & { true_prob: number; hit: boolean; relative_change_pct: number }>;
 
 export const goldenEngine = (f: Fixture): Promise<GoldenEngine> => readGoldenEngine(fixtureDir(f));
 const experiments = new Map<Fixture, Promise<GoldenExperiments>>();
@@ -63,12 +51,4 @@ export function referenceTensors(ckpt: Checkpoint) {
 }
 
 /** max |a − b| / max |b| */
-export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) throw new Error(`length ${a.length} != ${b.length}`);
-  let e = 0, m = 0;
-  for (let i = 0; i < b.length; i++) {
-    e = Math.max(e, Math.abs(a[i] - b[i]));
-    m = Math.max(m, Math.abs(b[i]));
-  }
-  return e / m;
-}
+export const relErr = (a: ArrayLike<number>, b: ArrayLike<number>): number => maxAbsDiff(a, b) / maxAbs(b);

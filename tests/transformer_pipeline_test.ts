@@ -9,7 +9,7 @@
 import { join } from "node:path";
 import { assert, assertEquals } from "./assert.ts";
 import { runDeno } from "./helpers.ts";
-import { describe, expectOneLineError, type RunResult } from "./pipeline_helpers.ts";
+import { assertGoldenFlowCases, describe, expectOneLineError, type RunResult } from "./pipeline_helpers.ts";
 import { fixtureDir, goldenExperiments } from "./transformer_helpers.ts";
 import { hashFile } from "../workflows/lib/hash.ts";
 import { readParquet } from "../workflows/lib/parquet.ts";
@@ -90,23 +90,7 @@ Deno.test("deno task pipeline --model EleutherAI/pythia-160m: the study end to e
 
     await t.step("03_info_flow: every golden flow × window case; 04_heatmap ran", async () => {
       const table = await readParquet(join(out, "03_info_flow", "info_flow.parquet"));
-      let checked = 0, absent = 0;
-      for (const p of g.prompts) {
-        for (const c of p.cases) {
-          const x = table.rows.find((y) => y.row === p.row && y.flow === c.flow && y.heads === "all" && !y.conv && y.window_start === c.window_start);
-          const where = `row ${p.row} ${c.flow} window ${c.window_start}`;
-          if (c.edges === 0) {
-            assertEquals(x, undefined, `${where}: blocks nothing, so no row`);
-            absent++;
-            continue;
-          }
-          assert(x, `${where}: no row`);
-          assertEquals(x.edges, c.edges, where);
-          assert(Math.abs((x.true_prob as number) - c.true_prob) <= 2e-4 * c.true_prob, `${where}: ${x.true_prob} vs ${c.true_prob}`);
-          assertEquals(x.hit, c.hit, where);
-          checked++;
-        }
-      }
+      const { checked, absent } = assertGoldenFlowCases(g.prompts, table.rows);
       assert(checked > 150 && absent > 0, `${checked} cases checked, ${absent} without edges`);
       const heat = await readParquet(join(out, "04_heatmap", "heatmap.parquet"));
       assert(heat.numRows > 0, "heatmap rows");
