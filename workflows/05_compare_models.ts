@@ -9,7 +9,7 @@
 import { basename, join } from "node:path";
 import type { TopLevelSpec } from "vega-lite";
 import { writeFileAtomic } from "./lib/atomic.ts";
-import { ciBandLayers, flowLabel, meanLineLayer, selectorSlug, SPLIT_LABEL } from "./lib/info_flow_figure.ts";
+import { ciBandLayers, convPart, curvePoint, flowLabel, headsPart, meanLineLayer, SPLIT_LABEL } from "./lib/info_flow_figure.ts";
 import { AGGREGATE_FIELDS, type Aggregate } from "./lib/info_flow_stats.ts";
 import { type Field, readParquet, writeTable } from "./lib/parquet.ts";
 import { removeStaleFigures, writeFigure } from "./lib/plot.ts";
@@ -54,23 +54,11 @@ export type Curve = Aggregate & { label: string };
 export const CURVE_FIELDS: readonly Field<Curve>[] = [{ name: "label", type: "STRING" }, ...AGGREGATE_FIELDS];
 
 /** The lowest mean relative change of one curve (all prompts), where it is, and the unblocked accuracy. */
-export interface Lowest {
-  label: string;
-  k: number;
-  flow: string;
-  heads: string;
-  conv: boolean;
-  n: number;
-  base_accuracy: number;
-  window: number;
-  depth: number;
-  window_start: number;
-  window_end: number;
-  relative_change: number;
-  relative_change_lo: number;
-  relative_change_hi: number;
-  accuracy: number;
-}
+export type Lowest = Pick<
+  Curve,
+  "label" | "k" | "flow" | "heads" | "conv" | "n" | "base_accuracy" | "window" | "depth" | "window_start" | "window_end"
+  | "relative_change" | "relative_change_lo" | "relative_change_hi" | "accuracy"
+>;
 export const LOWEST_FIELDS: readonly Field<Lowest>[] = [
   { name: "label", type: "STRING" },
   { name: "k", type: "INT32" },
@@ -140,23 +128,7 @@ export function lowestPoints(curves: Curve[]): Lowest[] {
     const b = best.get(key);
     if (!b || c.relative_change < b.relative_change) best.set(key, c);
   }
-  return [...best.values()].map((c) => ({
-    label: c.label,
-    k: c.k,
-    flow: c.flow,
-    heads: c.heads,
-    conv: c.conv,
-    n: c.n,
-    base_accuracy: c.base_accuracy,
-    window: c.window,
-    depth: c.depth,
-    window_start: c.window_start,
-    window_end: c.window_end,
-    relative_change: c.relative_change,
-    relative_change_lo: c.relative_change_lo,
-    relative_change_hi: c.relative_change_hi,
-    accuracy: c.accuracy,
-  }));
+  return [...best.values()]; // lowest.parquet takes LOWEST_FIELDS' columns of each
 }
 
 /** One figure of the stage: a (k, heads, conv) that some model ran. */
@@ -171,15 +143,13 @@ export interface CompareFigure {
 export function compareFigures(curves: Curve[]): CompareFigure[] {
   const out = new Map<string, CompareFigure>();
   for (const c of curves) {
-    const base = `compare_k${c.k}${c.heads === "all" ? "" : `_heads-${selectorSlug(c.heads)}`}${c.conv ? "_conv" : ""}`;
+    const base = `compare_k${c.k}${headsPart(c.heads)}${convPart(c.conv)}`;
     if (!out.has(base)) out.set(base, { base, k: c.k, heads: c.heads, conv: c.conv });
   }
   return [...out.values()].sort((a, b) => a.k - b.k || Number(a.conv) - Number(b.conv) || (a.heads === "all" ? -1 : b.heads === "all" ? 1 : 0));
 }
 
 export const MODEL_PALETTE = ["#4c78a8", "#e45756", "#54a24b", "#f58518", "#b279a2", "#72b7b2", "#9d755d", "#eeca3b"];
-
-const fin = (x: number) => (Number.isFinite(x) ? x : null);
 
 /** What the head selectors pick in these models: `heads` (Mamba-2), `channels` (Mamba-1), or `heads / channels`. */
 export function unitsWord(models: ModelSummary[]): string {
@@ -194,17 +164,8 @@ export function compareFigure(f: CompareFigure, curves: Curve[], models: ModelSu
   const values = mine.map((c) => ({
     model: c.label,
     flow: flowLabel(c.flow),
-    depth: c.depth,
-    window: c.window,
-    layers: c.window_end - c.window_start === 1 ? `${c.window_start}` : `${c.window_start}–${c.window_end - 1}`,
     n_layer: nLayer.get(c.label),
-    n: c.n,
-    accuracy: fin(100 * c.accuracy),
-    accuracy_lo: fin(100 * c.accuracy_lo),
-    accuracy_hi: fin(100 * c.accuracy_hi),
-    change: fin(c.relative_change),
-    change_lo: fin(c.relative_change_lo),
-    change_hi: fin(c.relative_change_hi),
+    ...curvePoint(c),
   }));
   const labels = models.map((m) => m.label);
   const color = {

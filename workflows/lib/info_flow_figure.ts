@@ -152,14 +152,17 @@ export type FigureSpec =
   | { kind: "features"; base: string; k: number; split: Split; flow: string; conv: boolean }
   | { kind: "conv"; base: string; k: number; split: Split; heads: string };
 
+/** A figure name's part for a head selector other than `all`: `_heads-not-fast-1of3`. */
+export const headsPart = (h: string) => (h === "all" ? "" : `_heads-${selectorSlug(h)}`);
+/** A figure name's part for the conv path cut too: `_conv`. */
+export const convPart = (c: boolean) => (c ? "_conv" : "");
+
 /**
  * Every figure for these parameters. The default run (heads `all`, conv off) keeps the names
  * `info_flow_k{k}_{split}`; other selectors and conv add `_heads-…` and `_conv`.
  */
 export function figureSpecs(p: { ks: number[]; flows: string[]; heads: string[]; conv: boolean[] }): FigureSpec[] {
   const out: FigureSpec[] = [];
-  const headsPart = (h: string) => (h === "all" ? "" : `_heads-${selectorSlug(h)}`);
-  const convPart = (c: boolean) => (c ? "_conv" : "");
   for (const k of p.ks) {
     for (const split of SPLITS) {
       for (const heads of p.heads) {
@@ -194,6 +197,22 @@ const layerRange = (a: { window_start: number; window_end: number }) =>
   a.window_end - a.window_start === 1 ? `${a.window_start}` : `${a.window_start}–${a.window_end - 1}`;
 
 const fin = (x: number) => (Number.isFinite(x) ? x : null);
+
+/** A point of a curve as the figures draw it: its window, layers, n, and accuracy and change in % with their CIs (null where not finite). */
+export function curvePoint(a: Aggregate) {
+  return {
+    window: a.window,
+    depth: a.depth,
+    layers: layerRange(a),
+    n: a.n,
+    accuracy: fin(100 * a.accuracy),
+    accuracy_lo: fin(100 * a.accuracy_lo),
+    accuracy_hi: fin(100 * a.accuracy_hi),
+    change: fin(a.relative_change),
+    change_lo: fin(a.relative_change_lo),
+    change_hi: fin(a.relative_change_hi),
+  };
+}
 
 /** The rows a figure draws and the series each belongs to, in legend order. */
 function seriesOf(spec: FigureSpec, aggs: Aggregate[], fc: FigureContext): { rows: [Aggregate, Series][]; series: Series[] } {
@@ -244,16 +263,7 @@ export function infoFlowFigure(spec: FigureSpec, aggs: Aggregate[], fc: FigureCo
     flow: flowLabel(a.flow),
     heads: a.heads,
     conv: a.conv ? "cut too" : "open",
-    window: a.window,
-    depth: a.depth,
-    layers: layerRange(a),
-    n: a.n,
-    accuracy: fin(100 * a.accuracy),
-    accuracy_lo: fin(100 * a.accuracy_lo),
-    accuracy_hi: fin(100 * a.accuracy_hi),
-    change: fin(a.relative_change),
-    change_lo: fin(a.relative_change_lo),
-    change_hi: fin(a.relative_change_hi),
+    ...curvePoint(a),
   }));
   const ns = [...new Set(rows.map(([a]) => a.n))].sort((x, y) => x - y);
   const nText = ns.length === 0

@@ -10,6 +10,23 @@ import { errorLine, UserError } from "./errors.ts";
 import { hashFile } from "./hash.ts";
 import { readParquet, type Table } from "./parquet.ts";
 
+/** The dataset table and its hash, read once for every model of a study (they share one dataset). */
+export class DatasetSource {
+  private read?: Promise<{ table: Table; sha256: string }>;
+
+  constructor(readonly path: string) {}
+
+  load(): Promise<{ table: Table; sha256: string }> {
+    this.read ??= (async () => {
+      if (!(await exists(this.path))) {
+        throw new UserError(`dataset ${relOrAbs(this.path)} does not exist; pass --dataset FILE or fix "dataset" in the config`);
+      }
+      return { table: await readParquet(this.path), sha256: await hashFile(this.path) };
+    })();
+    return this.read;
+  }
+}
+
 /** Shared inputs of one pipeline invocation, each read or loaded once, when first needed. */
 export class RunInputs {
   table?: Table;
@@ -23,17 +40,14 @@ export class RunInputs {
   private loaded?: LoadedModel;
   private loading?: Promise<LoadedModel>;
 
-  constructor(readonly cfg: StudyConfig, readonly dryRun: boolean, readonly verify = false) {}
+  constructor(readonly cfg: StudyConfig, readonly dryRun: boolean, readonly verify = false, readonly dataset = new DatasetSource(cfg.dataset)) {}
 
   async readDataset(): Promise<Table> {
     if (this.table) return this.table;
-    const p = this.cfg.dataset;
-    if (!(await exists(p))) {
-      throw new UserError(`dataset ${relOrAbs(p)} does not exist; pass --dataset FILE or fix "dataset" in the config`);
-    }
-    this.table = await readParquet(p);
-    this.datasetSha = await hashFile(p);
-    return this.table;
+    const { table, sha256 } = await this.dataset.load();
+    this.datasetSha = sha256;
+    this.table = table;
+    return table;
   }
 
   /**

@@ -15,7 +15,7 @@ import { familyOf } from "../../engine/families.ts";
 import { writeJsonAtomic } from "./atomic.ts";
 import { type ConfigOverrides, loadConfig, relOrAbs, type StudyConfig } from "./config.ts";
 import { InterruptedError, UserError } from "./errors.ts";
-import { RunInputs } from "./inputs.ts";
+import { DatasetSource, RunInputs } from "./inputs.ts";
 import { checkRunFolder, lockRunDir, RUN_CONFIG } from "./lock.ts";
 import {
   checkParamsAgainstModel,
@@ -101,7 +101,8 @@ async function runStudy(sel: Selection, all: StageDef[], cfg: StudyConfig, flags
   const dry = flags.dryRun ?? false;
   const shard = flags.shard !== undefined ? parseShard(flags.shard) : undefined;
   if (shard && flags.merge) throw new UserError("use either --shard or --merge, not both");
-  const inputs = cfg.models.map((model) => new RunInputs({ ...cfg, model }, dry, flags.verify ?? false));
+  const dataset = new DatasetSource(cfg.dataset); // one dataset for every model of the study
+  const inputs = cfg.models.map((model) => new RunInputs({ ...cfg, model }, dry, flags.verify ?? false, dataset));
   try {
     const folders = await studyFolders(cfg, inputs[0], flags.out);
     // what a study folder holds besides stage folders: the study stages' own folders (report/) and,
@@ -248,6 +249,18 @@ export function runOrder(models: Map<string, Plan>[], study: Plan[]): Plan[] {
 }
 
 /**
+ * Before a stage of a model's run: one model on the GPU at a time (the one on it is unloaded when a
+ * stage needs another), and the session's dataset slice is per run folder. Returns the run whose
+ * model is on the GPU now.
+ */
+function enterRun(p: Plan, session: RunSession, onGpu: RunTarget | undefined): RunTarget | undefined {
+  if (p.def.inputs.model && onGpu && onGpu !== p.target) onGpu.inputs.unload();
+  if (p.target.runDir !== session.runDir) session.dataset = undefined;
+  session.runDir = p.target.runDir;
+  return p.def.inputs.model ? p.target : onGpu;
+}
+
+/**
  * --shard i/n: shard i of every planned shardable stage of every model whose upstream stages are up
  * to date (one that reads a stage still to be computed or merged, its own model's or another's,
  * waits, and says so); no run-folder lock (each shard has its own), no output, no run.config.json.
@@ -272,10 +285,7 @@ async function runShards(order: Plan[], io: PipelineIO, shard: ShardSpec, force:
         io.say(`${name}: waits for ${waits.join(", ")} to be merged; run this command again after the merge`);
         continue;
       }
-      if (p.def.inputs.model && onGpu && onGpu !== p.target) onGpu.inputs.unload();
-      if (p.def.inputs.model) onGpu = p.target;
-      if (p.target.runDir !== session.runDir) session.dataset = undefined; // the slice is per run
-      session.runDir = p.target.runDir;
+      onGpu = enterRun(p, session, onGpu);
       await Deno.mkdir(p.target.runDir, { recursive: true });
       const r = await runShard(p, p.target, session, shard, force);
       computed++;
@@ -360,11 +370,7 @@ async function runPlans(order: Plan[], cfg: StudyConfig, io: PipelineIO, mode: "
             shardCount = merge.count;
           }
         } else if (p.def.shardable && p.shards.length) io.say(`${name}: its shards are not used (--force computes it in this process)`);
-        // one model on the GPU at a time
-        if (p.def.inputs.model && onGpu && onGpu !== p.target) onGpu.inputs.unload();
-        if (p.def.inputs.model) onGpu = p.target;
-        if (p.target.runDir !== session.runDir) session.dataset = undefined; // the slice is per run
-        session.runDir = p.target.runDir;
+        onGpu = enterRun(p, session, onGpu);
         const { ctx, manifest, wallS } = await runStage(p, p.target, session, merge);
         const eff = effective.get(p.target.runDir)!;
         eff.stagesRun.push(p.def.name);

@@ -55,6 +55,22 @@
     });
     return seen;
   }
+  // the window sizes (ascending), head selectors and conv settings (as text) of 03's rows, in order of appearance
+  function configAxes(rows) {
+    return {
+      ks: uniq(rows.map(function (r) {
+        return r.k;
+      })).sort(function (a, b) {
+        return a - b;
+      }),
+      heads: uniq(rows.map(function (r) {
+        return r.heads;
+      })),
+      convs: uniq(rows.map(function (r) {
+        return String(r.conv);
+      })),
+    };
+  }
   function pct(x) {
     return x === null || x === undefined ? "–" : (100 * x).toFixed(1) + " %";
   }
@@ -409,7 +425,7 @@
           height: 110,
           mark: { type: "point", filled: true, opacity: 0.6, size: 26 },
           encoding: {
-            x: { field: field, type: "quantitative", title: "Δ (attention \u2212 scan)", axis: { format: "~e" } },
+            x: { field: field, type: "quantitative", title: "Δ (attention \u2212 scan)", axis: { format: "~e", tickCount: 8 } },
             y: { field: "jitter", type: "quantitative", axis: null, scale: { domain: [-1.3, 1.3] } },
             color: { field: "differs", type: "nominal", title: null, scale: { domain: ["same in both modes", "hit or prediction differs"], range: ["#4c78a8", "#e45756"] } },
             tooltip: [{ field: "row" }, { field: "prompt" }, { field: "p_scan", title: "p(true) scan", format: ".4~e" }, { field: "p_attention", title: "p(true) attention", format: ".4~e" }, { field: field, title: "Δ", format: ".3~e" }],
@@ -444,17 +460,7 @@
     }
     function setup() {
       var rows = rowsFor();
-      var ks = uniq(rows.map(function (r) {
-        return r.k;
-      })).sort(function (a, b) {
-        return a - b;
-      });
-      var heads = uniq(rows.map(function (r) {
-        return r.heads;
-      }));
-      var convs = uniq(rows.map(function (r) {
-        return String(r.conv);
-      }));
+      var axes = configAxes(rows), ks = axes.ks, heads = axes.heads, convs = axes.convs;
       var flows = uniq(rows.map(function (r) {
         return r.flow;
       }));
@@ -662,18 +668,7 @@
     var configs = models().map(function (m) {
       return rowsOf(D["m" + m.index + "_configs"]);
     });
-    var ks = uniq([].concat.apply([], configs.map(function (cs) {
-      return cs.map(function (c) {
-        return c.k;
-      });
-    }))).sort(function (a, b) {
-      return a - b;
-    });
-    var heads = uniq([].concat.apply([], configs.map(function (cs) {
-      return cs.map(function (c) {
-        return c.heads;
-      });
-    })));
+    var axes = configAxes([].concat.apply([], configs)), ks = axes.ks, heads = axes.heads;
     state.k = ks[0];
     state.heads = heads[0];
     state.conv = "false";
@@ -779,17 +774,7 @@
       });
     });
     var state = { split: "all", metric: "change" };
-    var ks = uniq(all.map(function (r) {
-      return r.k;
-    })).sort(function (a, b) {
-      return a - b;
-    });
-    var heads = uniq(all.map(function (r) {
-      return r.heads;
-    }));
-    var convs = uniq(all.map(function (r) {
-      return String(r.conv);
-    }));
+    var axes = configAxes(all), ks = axes.ks, heads = axes.heads, convs = axes.convs;
     state.k = ks[0];
     state.heads = heads[0];
     state.conv = convs[0];
