@@ -20,7 +20,7 @@ import {
   type UnitSelector,
 } from "./arch.ts";
 import { type Gpu, readBuffer, Recorder, storageBuffer, uploadBuffer, writeBuffer } from "./gpu.ts";
-import { destroyWeight, type RowMap, type Weight, type WeightDtype, weightBytes } from "./matmul.ts";
+import { destroyWeight, type RowMap, type Weight, type WeightDtype } from "./matmul.ts";
 import type { Ops } from "./ops.ts";
 import { statsFromRows, type TokenStats } from "./probs.ts";
 import { type FastPathBudget, knockoutFastPath } from "./fastpath.ts";
@@ -191,11 +191,6 @@ export class Backbone implements LanguageModel {
     }
     this.info = vocabSize === undefined ? stack.info : { ...stack.info, vocabSize };
     this.work = new Workspace(gpu);
-  }
-
-  /** Bytes of the embedding and a separate lm_head. */
-  static headBytes(embedding: Weight, lmHead: Weight): number {
-    return weightBytes(embedding) + (lmHead === embedding ? 0 : weightBytes(lmHead));
   }
 
   destroy(): void {

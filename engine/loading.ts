@@ -3,6 +3,8 @@
 // checkpoint in pieces of at most PIECE_BYTES, each copied into one staging buffer that is reused
 // for the whole load and copied from there into the weights' buffers, so that loading holds the
 // weights on the GPU plus one piece and one staging buffer, never a second copy of the checkpoint.
+// A matrix re-arranged on the host first (a Transformer's fused qkv, GPT-2's transposes) goes
+// through the same staging buffer (matrixFrom).
 // (On lavapipe, where GPU memory is host memory, a load used to peak near twice the weights' size:
 // queue.writeBuffer keeps a staging copy of each write until the queue is next submitted, and
 // loading submitted nothing until the end. Submitting after each write frees them, but copies of
@@ -87,11 +89,12 @@ export class WeightLoader {
     return this.ckpt.readF32(name);
   }
 
-  /** A tensor as an f32 storage buffer (small tensors: at most PIECE_BYTES). */
+  /** A tensor (or `values`, labelled `name`) as an f32 storage buffer, written in pieces of at most PIECE_BYTES. */
   async vector(name: string, values?: Float32Array): Promise<GPUBuffer> {
     const data = values ?? await this.ckpt.readF32(name);
     const buf = this.buffer(data.byteLength, name);
-    await this.write(buf, 0, data);
+    const per = PIECE_BYTES / 4;
+    for (let i = 0; i < data.length; i += per) await this.write(buf, i * 4, data.subarray(i, i + per));
     return buf;
   }
 
@@ -99,36 +102,52 @@ export class WeightLoader {
    * A (rows, cols) matrix as a Weight in the loader's dtype (`rowsFrom` of the tensor's rows, default
    * all: the rows [rowsFrom, rowsFrom + rows)), read and written piece by piece.
    */
-  async matrix(name: string, rows: number, cols: number, rowsFrom = 0): Promise<Weight> {
-    const dtype = this.dtype;
+  matrix(name: string, rows: number, cols: number, rowsFrom = 0): Promise<Weight> {
     const info = this.ckpt.info(name);
     const tensorRows = info.shape[0] ?? 1;
     if (numel(info.shape) !== tensorRows * cols || rowsFrom + rows > tensorRows) {
       throw new Error(`${name}: [${info.shape}] has no rows ${rowsFrom}..${rowsFrom + rows} of ${cols} values`);
     }
+    this.piece ??= this.dtype === "f16" ? new Uint16Array(PIECE_BYTES / 2) : new Float32Array(PIECE_BYTES / 4);
+    return this.rows(name, rows, cols, (first, m) =>
+      this.dtype === "f16"
+        ? this.ckpt.readF16Rows(name, rowsFrom + first, m, this.piece as Uint16Array)
+        : this.ckpt.readF32Rows(name, rowsFrom + first, m, this.piece as Float32Array));
+  }
+
+  /**
+   * A row-major (rows, cols) matrix made on the host (a tensor re-arranged into the engine's layout)
+   * as a Weight, written through the staging buffer like `matrix`: f16 bits when the loader's dtype
+   * is f16, else f32 values.
+   */
+  matrixFrom(label: string, data: Float32Array | Uint16Array, rows: number, cols: number): Promise<Weight> {
+    if (data.length !== rows * cols) throw new Error(`${label}: expected ${rows}x${cols} values, got ${data.length}`);
+    if ((data instanceof Uint16Array) !== (this.dtype === "f16")) throw new Error(`${label}: ${data.constructor.name} values for ${this.dtype} weights`);
+    return this.rows(label, rows, cols, (first, m) => Promise.resolve(data.subarray(first * cols, (first + m) * cols)));
+  }
+
+  /** A Weight of (rows, cols) in row chunks, its rows [first, first + m) given piece by piece by `piece`. */
+  private async rows(label: string, rows: number, cols: number, piece: (first: number, m: number) => Promise<Float32Array | Uint16Array>): Promise<Weight> {
+    const dtype = this.dtype;
     const stride = dtype === "f16" ? Math.ceil(cols / 8) * 8 : cols;
     const bytesPerRow = stride * (dtype === "f16" ? 2 : 4);
     const rowsPerChunk = Math.max(1, Math.floor(this.gpu.maxBinding / bytesPerRow));
     const rowsPerPiece = Math.max(1, Math.floor(PIECE_BYTES / bytesPerRow));
-    this.piece ??= dtype === "f16" ? new Uint16Array(PIECE_BYTES / 2) : new Float32Array(PIECE_BYTES / 4);
     const chunks: Weight["chunks"] = [];
     for (let r0 = 0; r0 < rows; r0 += rowsPerChunk) {
       const n = Math.min(rowsPerChunk, rows - r0);
-      const buffer = this.buffer(n * bytesPerRow, `${name}[${r0}:${r0 + n}]`);
+      const buffer = this.buffer(n * bytesPerRow, `${label}[${r0}:${r0 + n}]`);
       chunks.push({ buffer, rowStart: r0, rows: n });
       for (let p0 = 0; p0 < n; p0 += rowsPerPiece) {
         const m = Math.min(rowsPerPiece, n - p0);
-        const first = rowsFrom + r0 + p0;
-        let piece: Float32Array | Uint16Array = dtype === "f16"
-          ? await this.ckpt.readF16Rows(name, first, m, this.piece as Uint16Array)
-          : await this.ckpt.readF32Rows(name, first, m, this.piece as Float32Array);
+        let data = await piece(r0 + p0, m);
         if (stride !== cols) {
           if (this.padded.length < m * stride) this.padded = new Uint16Array(m * stride);
           const padded = this.padded.subarray(0, m * stride).fill(0);
-          for (let r = 0; r < m; r++) padded.set((piece as Uint16Array).subarray(r * cols, (r + 1) * cols), r * stride);
-          piece = padded;
+          for (let r = 0; r < m; r++) padded.set((data as Uint16Array).subarray(r * cols, (r + 1) * cols), r * stride);
+          data = padded;
         }
-        await this.write(buffer, p0 * bytesPerRow, piece);
+        await this.write(buffer, p0 * bytesPerRow, data);
       }
     }
     return { rows, cols, dtype, stride, chunks };

@@ -83,9 +83,9 @@ export const GPT2 = transformerFamily({
       tensor("lm_head.weight", [cfg.vocabPadded, D], INIT.matrix(D), cfg.tieEmbeddings),
     ];
   },
-  embedding: (r) => r.matrix(`${prefix(r.has)}wte.weight`),
+  embedding: (r) => Promise.resolve(r.stored(`${prefix(r.has)}wte.weight`)),
   positions: (r) => r.vector(`${prefix(r.has)}wpe.weight`),
-  head: async (r, cfg) => cfg.tieEmbeddings ? null : await r.matrix("lm_head.weight"),
+  head: (r, cfg) => Promise.resolve(cfg.tieEmbeddings ? null : r.stored("lm_head.weight")),
   finalNorm: async (r) => ({ weight: await r.vector(`${prefix(r.has)}ln_f.weight`), bias: await r.vector(`${prefix(r.has)}ln_f.bias`) }),
   async layer(r, cfg, l) {
     const h = `${prefix(r.has)}h.${l}`, D = cfg.dModel, F = cfg.dFF;

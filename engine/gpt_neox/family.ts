@@ -90,8 +90,8 @@ export const GPT_NEOX = transformerFamily({
       tensor("embed_out.weight", [V, D], INIT.matrix(D), cfg.tieEmbeddings),
     ];
   },
-  embedding: (r) => r.matrix("gpt_neox.embed_in.weight"),
-  head: async (r, cfg) => cfg.tieEmbeddings ? null : await r.matrix("embed_out.weight"),
+  embedding: (r) => Promise.resolve(r.stored("gpt_neox.embed_in.weight")),
+  head: (r, cfg) => Promise.resolve(cfg.tieEmbeddings ? null : r.stored("embed_out.weight")),
   finalNorm: async (r) => ({ weight: await r.vector("gpt_neox.final_layer_norm.weight"), bias: await r.vector("gpt_neox.final_layer_norm.bias") }),
   async layer(r, cfg, l) {
     const n = (s: string) => layerName(l, s);
@@ -101,11 +101,11 @@ export const GPT_NEOX = transformerFamily({
       norm2: await norm("post_attention_layernorm"),
       qkv: neoxQkvToBlocks(await r.matrix(n("attention.query_key_value.weight")), cfg.nHead, cfg.headDim, cfg.dModel),
       qkvBias: cfg.qkvBias ? neoxQkvToBlocks(await r.vector(n("attention.query_key_value.bias")), cfg.nHead, cfg.headDim, 1) : null,
-      out: await r.matrix(n("attention.dense.weight")),
+      out: r.stored(n("attention.dense.weight")),
       outBias: cfg.outBias ? await r.vector(n("attention.dense.bias")) : null,
-      up: await r.matrix(n("mlp.dense_h_to_4h.weight")),
+      up: r.stored(n("mlp.dense_h_to_4h.weight")),
       upBias: await r.vector(n("mlp.dense_h_to_4h.bias")),
-      down: await r.matrix(n("mlp.dense_4h_to_h.weight")),
+      down: r.stored(n("mlp.dense_4h_to_h.weight")),
       downBias: await r.vector(n("mlp.dense_4h_to_h.bias")),
     };
   },

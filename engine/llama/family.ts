@@ -119,8 +119,8 @@ export function llamaLikeFamily(name: TransformerFamilyName, parse: (raw: Raw) =
         tensor("lm_head.weight", [cfg.vocabPadded, D], INIT.matrix(D), cfg.tieEmbeddings),
       ];
     },
-    embedding: (r) => r.matrix("model.embed_tokens.weight"),
-    head: async (r, cfg) => cfg.tieEmbeddings ? null : await r.matrix("lm_head.weight"),
+    embedding: (r) => Promise.resolve(r.stored("model.embed_tokens.weight")),
+    head: (r, cfg) => Promise.resolve(cfg.tieEmbeddings ? null : r.stored("lm_head.weight")),
     finalNorm: async (r) => ({ weight: await r.vector("model.norm.weight"), bias: null }),
     async layer(r, cfg, l) {
       const n = (s: string) => layerName(l, s);
@@ -131,11 +131,11 @@ export function llamaLikeFamily(name: TransformerFamilyName, parse: (raw: Raw) =
         norm2: { weight: await r.vector(n("post_attention_layernorm.weight")), bias: null },
         qkv: concatRows(await mats(["self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"])),
         qkvBias: cfg.qkvBias ? concatRows(await vecs(["self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"])) : null,
-        out: await r.matrix(n("self_attn.o_proj.weight")),
+        out: r.stored(n("self_attn.o_proj.weight")),
         outBias: cfg.outBias ? await r.vector(n("self_attn.o_proj.bias")) : null,
         up: concatRows(await mats(["mlp.gate_proj.weight", "mlp.up_proj.weight"])),
         upBias: cfg.mlpBias ? concatRows(await vecs(["mlp.gate_proj.bias", "mlp.up_proj.bias"])) : null,
-        down: await r.matrix(n("mlp.down_proj.weight")),
+        down: r.stored(n("mlp.down_proj.weight")),
         downBias: cfg.mlpBias ? await r.vector(n("mlp.down_proj.bias")) : null,
       };
     },

@@ -12,7 +12,7 @@ import type { Checkpoint } from "../checkpoint/mod.ts";
 import type { LoadOptions } from "../families.ts";
 import type { Gpu, Recorder } from "../gpu.ts";
 import { WeightLoader } from "../loading.ts";
-import { destroyWeight, type Weight } from "../matmul.ts";
+import { destroyWeight, type RowMap, type Weight } from "../matmul.ts";
 import { Ops } from "../ops.ts";
 import { type Mamba1Config, mamba1Units, parseMamba1Config } from "./config.ts";
 import { type Mamba1Shape, Mamba1Ops } from "./ops.ts";
@@ -95,33 +95,36 @@ export class Mamba1Stack implements LayerStack {
    * One layer on `rows` rows: the step sequence of every mode. `conv` records step 3 (x from xz)
    * and `ssm` step 6 (y from x, dt, B, C), which are what the modes do differently.
    */
-  private recordLayerSteps(rec: Recorder, l: number, rows: number, b: LayerBufs, conv: () => void, ssm: () => void) {
+  private recordLayerSteps(rec: Recorder, l: number, rows: number, b: LayerBufs, conv: () => void, ssm: () => void, real: RowMap | null = null) {
     const c = this.config, w = this.layers[l], ops = this.ops;
+    // the matmuls compute the real rows only: a padded batch's padding comes after a prompt's real
+    // rows, and the conv and the SSM read positions <= t only (the scan stops at each prompt's length)
+    const mRows = real ? real.count : rows, map = real ?? undefined;
     // 1. hidden = RMSNorm(residual)
     ops.rmsnorm(rec, b.resid, w.norm, b.hidden, rows, c.dModel, c.normEps);
     // 2. (x, z) = in_proj(hidden)
-    ops.matmul(rec, b.hidden, w.inProj, b.xz, rows);
+    ops.matmul(rec, b.hidden, w.inProj, b.xz, mRows, { rows: map });
     // 3. x = SiLU(conv1d(x)), causal within each prompt
     conv();
     // 4. (dt_rank part, B, C) = x_proj(x); Falcon-Mamba: each RMS-normalised without weight
     if (b.raw) {
-      ops.matmul(rec, b.x, w.xProjDt, b.raw.dtRank, rows);
-      ops.matmul(rec, b.x, w.xProjBc, b.raw.bc, rows);
+      ops.matmul(rec, b.x, w.xProjDt, b.raw.dtRank, mRows, { rows: map });
+      ops.matmul(rec, b.x, w.xProjBc, b.raw.bc, mRows, { rows: map });
       ops.rmsnorm(rec, b.raw.dtRank, this.ones!, b.dtRank, rows, c.dtRank, c.mixerRmsEps!);
       ops.rmsnorm(rec, b.raw.bc, this.ones!, b.bc, 2 * rows, c.dState, c.mixerRmsEps!); // B and C of each row apart
     } else {
-      ops.matmul(rec, b.x, w.xProjDt, b.dtRank, rows);
-      ops.matmul(rec, b.x, w.xProjBc, b.bc, rows);
+      ops.matmul(rec, b.x, w.xProjDt, b.dtRank, mRows, { rows: map });
+      ops.matmul(rec, b.x, w.xProjBc, b.bc, mRows, { rows: map });
     }
     // 5. dt = softplus(dt_proj(dt_rank part) + bias)
-    ops.matmul(rec, b.dtRank, w.dtProj, b.dtRaw, rows);
+    ops.matmul(rec, b.dtRank, w.dtProj, b.dtRaw, mRows, { rows: map });
     ops.dtSoftplus(rec, b.dtRaw, w.dtBias, b.dt, { rows, width: c.dInner, at: { stride: c.dInner, offset: 0 } });
     // 6. y = SSM(x, dt, A, B, C) + D x
     ssm();
     // 7. y = y * SiLU(z)
     this.m1.gateSilu(rec, { y: b.y, xz: b.xz, out: b.yGated }, { rows, dInner: c.dInner, zStride: 2 * c.dInner, zOffset: c.dInner });
     // 8. residual += out_proj(y)
-    ops.matmul(rec, b.yGated, w.outProj, b.resid, rows, { accumulate: true });
+    ops.matmul(rec, b.yGated, w.outProj, b.resid, mRows, { accumulate: true, rows: map });
   }
 
   private buffers(resid: GPUBuffer, get: (name: string, floatsPerRow: number) => GPUBuffer): LayerBufs {
@@ -161,7 +164,7 @@ export class Mamba1Stack implements LayerStack {
       } else {
         this.m1.selectiveScan(rec, { x: b.x, dt: b.dt, a: w.a, bc: b.bc, d: w.d, lengths: io.lengths, y: b.y }, s);
       }
-    });
+    }, io.real);
     return { xz: b.xz, x: b.x, dt: b.dt, bc: b.bc };
   }
 

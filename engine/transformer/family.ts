@@ -10,10 +10,21 @@ import { loadTransformer } from "./model.ts";
 
 /** Reads a checkpoint's tensors: matrices in the storage dtype the model asked for, vectors as f32. */
 export interface TensorReader {
+  /** a matrix's elements on the host, for a family to re-arrange */
   matrix(name: string): Promise<Elements>;
+  /** a matrix used as stored: the loader streams it to the GPU without holding it on the host */
+  stored(name: string): StoredMatrix;
   vector(name: string): Promise<Float32Array>;
   has(name: string): boolean;
 }
+
+/** A checkpoint tensor that is already in the engine's layout (row-major (out, in)). */
+export interface StoredMatrix {
+  tensor: string;
+}
+
+/** A matrix in the engine's layout: re-arranged on the host, or a checkpoint tensor as stored. */
+export type HostMatrix = Elements | StoredMatrix;
 
 export interface HostNorm {
   weight: Float32Array;
@@ -24,13 +35,13 @@ export interface HostNorm {
 export interface HostLayer {
   norm1: HostNorm; // before attention
   norm2: HostNorm; // before the MLP
-  qkv: Elements; // ((n_head + 2 n_kv_head) head_dim, d_model): [q heads | k heads | v heads]
+  qkv: HostMatrix; // ((n_head + 2 n_kv_head) head_dim, d_model): [q heads | k heads | v heads]
   qkvBias: Float32Array | null;
-  out: Elements; // (d_model, n_head head_dim)
+  out: HostMatrix; // (d_model, n_head head_dim)
   outBias: Float32Array | null;
-  up: Elements; // (d_ff, d_model), or (2 d_ff, d_model) = [gate | up] for SwiGLU
+  up: HostMatrix; // (d_ff, d_model), or (2 d_ff, d_model) = [gate | up] for SwiGLU
   upBias: Float32Array | null;
-  down: Elements; // (d_model, d_ff)
+  down: HostMatrix; // (d_model, d_ff)
   downBias: Float32Array | null;
 }
 
@@ -43,11 +54,11 @@ export interface TransformerFamilyDef {
    * where a family's names depend on it (GPT-2's optional "transformer." prefix)
    */
   tensors(cfg: TransformerConfig, has?: (name: string) => boolean): TensorSpec[];
-  embedding(r: TensorReader, cfg: TransformerConfig): Promise<Elements>; // (vocab rows, d_model)
+  embedding(r: TensorReader, cfg: TransformerConfig): Promise<HostMatrix>; // (vocab rows, d_model)
   /** the learned position table (n_positions, d_model), for families that have one */
   positions?(r: TensorReader, cfg: TransformerConfig): Promise<Float32Array>;
   /** the LM head (vocab rows, d_model); null when tied to the embedding */
-  head(r: TensorReader, cfg: TransformerConfig): Promise<Elements | null>;
+  head(r: TensorReader, cfg: TransformerConfig): Promise<HostMatrix | null>;
   finalNorm(r: TensorReader, cfg: TransformerConfig): Promise<HostNorm>;
   layer(r: TensorReader, cfg: TransformerConfig, layer: number): Promise<HostLayer>;
 }

@@ -19,10 +19,11 @@ import { Backbone, type BatchIO, type LayerStack, type RowsIO } from "../backbon
 import type { Checkpoint } from "../checkpoint/mod.ts";
 import type { LoadOptions } from "../families.ts";
 import { type Gpu, type Recorder, uploadBuffer, writeBuffer } from "../gpu.ts";
-import { destroyWeight, uploadWeight, type Weight, weightBytes } from "../matmul.ts";
+import { WeightLoader } from "../loading.ts";
+import { destroyWeight, type RowMap, type Weight } from "../matmul.ts";
 import { Ops } from "../ops.ts";
 import { configRecord, type TransformerConfig, transformerUnits } from "./config.ts";
-import type { HostNorm, TensorReader, TransformerFamilyDef } from "./family.ts";
+import type { HostMatrix, HostNorm, TensorReader, TransformerFamilyDef } from "./family.ts";
 import { type AttentionMask, TransformerOps } from "./ops.ts";
 
 interface GpuNorm {
@@ -64,6 +65,11 @@ interface LayerRows {
   base: GPUBuffer | null; // (baseRows, stride) the base run's qkv of this layer (fast path)
   baseRows: number;
   mask: AttentionMask | null;
+  /**
+   * the real rows of a padded batch (null: every row): the matmuls compute only these, as padding
+   * comes after a prompt's real rows and attention reads positions <= t only
+   */
+  real: RowMap | null;
 }
 
 export class TransformerStack implements LayerStack {
@@ -167,9 +173,10 @@ export class TransformerStack implements LayerStack {
     const rows = at.rows;
     if (rows === 0) return;
     const c = this.config, w = this.layers[l], ops = this.ops, t = this.tops, D = c.dModel;
+    const mRows = at.real ? at.real.count : rows, map = at.real ?? undefined;
     this.norm(rec, w.norm1, b.resid, b.h, rows);
     if (c.parallelResidual) this.norm(rec, w.norm2, b.resid, b.h2, rows);
-    ops.matmul(rec, b.h, w.qkv, b.qkv, rows);
+    ops.matmul(rec, b.h, w.qkv, b.qkv, mRows, { rows: map });
     t.biasAct(rec, b.qkv, w.qkvBias, rows, this.stride, "none");
     if (c.rotaryDims > 0) {
       const rope = this.ropeTables(at.maxLen);
@@ -186,18 +193,18 @@ export class TransformerStack implements LayerStack {
     const shape = { rows, nHead: c.nHead, nKvHead: c.nKvHead, headDim: c.headDim, stride: this.stride, maxLen: at.maxLen, baseRows: at.baseRows, layer: l, window: w.window };
     t.attentionProbs(rec, { meta: at.meta, qkv: b.qkv, base: at.base, mask: at.mask, probs: b.probs }, shape);
     t.attentionApply(rec, { meta: at.meta, probs: b.probs, qkv: b.qkv, base: at.base, out: b.att }, shape);
-    ops.matmul(rec, b.att, w.out, b.resid, rows, { accumulate: true });
+    ops.matmul(rec, b.att, w.out, b.resid, mRows, { accumulate: true, rows: map });
     t.biasAct(rec, b.resid, w.outBias, rows, D, "none");
     if (!c.parallelResidual) this.norm(rec, w.norm2, b.resid, b.h2, rows);
     if (c.mlp === "swiglu") {
-      ops.matmul(rec, b.h2, w.up, b.mid, rows);
+      ops.matmul(rec, b.h2, w.up, b.mid, mRows, { rows: map });
       t.biasAct(rec, b.mid, w.upBias, rows, 2 * c.dFF, "none");
       t.swiglu(rec, b.mid, b.act, rows, c.dFF);
     } else {
-      ops.matmul(rec, b.h2, w.up, b.act, rows);
+      ops.matmul(rec, b.h2, w.up, b.act, mRows, { rows: map });
       t.biasAct(rec, b.act, w.upBias, rows, c.dFF, c.mlp);
     }
-    ops.matmul(rec, b.act, w.down, b.resid, rows, { accumulate: true });
+    ops.matmul(rec, b.act, w.down, b.resid, mRows, { accumulate: true, rows: map });
     t.biasAct(rec, b.resid, w.downBias, rows, D, "none");
   }
 
@@ -221,6 +228,7 @@ export class TransformerStack implements LayerStack {
       base: null,
       baseRows: 0,
       mask: units ? { mask: units.mask, sets: units.sets, setRows: units.nSets, nSel: 0 } : null,
+      real: io.real,
     });
     return { qkv: b.qkv };
   }
@@ -244,6 +252,7 @@ export class TransformerStack implements LayerStack {
       base: io.base.qkv,
       baseRows: io.baseRows,
       mask: { mask: io.colmask, sets: io.unitSel, setRows: c.nLayer * io.nSel, nSel: io.nSel },
+      real: null,
     });
   }
 
@@ -272,22 +281,27 @@ export async function loadTransformer(gpu: Gpu, ckpt: Checkpoint, family: Transf
   const cfg = family.parse(ckpt.config.raw);
   const ops = await Ops.create(gpu, { f16Kernel: opts.f16Kernel });
   const tops = await TransformerOps.create(ops);
+  // matrices are stored in `dtype`; those used as stored stream from the checkpoint in pieces, those
+  // the family re-arranges on the host go through the same staging buffer (engine/loading.ts)
+  const load = new WeightLoader(gpu, ckpt, dtype);
   const r: TensorReader = {
     matrix: (n) => dtype === "f16" ? ckpt.readF16(n) : ckpt.readF32(n),
-    vector: (n) => ckpt.readF32(n),
+    stored: (n) => ({ tensor: n }),
+    vector: (n) => load.f32(n),
     has: (n) => ckpt.has(n),
   };
   const D = cfg.dModel;
-  const vec = (data: Float32Array, label: string) => uploadBuffer(gpu, data, label);
-  const norm = (n: HostNorm, label: string): GpuNorm => ({ weight: vec(n.weight, `${label}.weight`), bias: n.bias && vec(n.bias, `${label}.bias`) });
-  const opt = (data: Float32Array | null, label: string) => data && vec(data, label);
+  const matrix = (m: HostMatrix, rows: number, cols: number, label: string) =>
+    ArrayBuffer.isView(m) ? load.matrixFrom(label, m, rows, cols) : load.matrix(m.tensor, rows, cols);
+  const vector = (data: Float32Array, label: string) => load.vector(label, data);
+  const opt = (data: Float32Array | null, label: string) => data ? vector(data, label) : null;
+  const norm = async (n: HostNorm, label: string): Promise<GpuNorm> => ({ weight: await vector(n.weight, `${label}.weight`), bias: await opt(n.bias, `${label}.bias`) });
 
-  const embedding = uploadWeight(gpu, await family.embedding(r, cfg), cfg.vocabPadded, D, "embedding", dtype);
-  await gpu.device.queue.onSubmittedWorkDone();
-  const headData = await family.head(r, cfg);
-  const lmHead = headData ? uploadWeight(gpu, headData, cfg.vocabPadded, D, "lm_head", dtype) : embedding;
-  const positions = family.positions ? vec(await family.positions(r, cfg), "positions") : null;
-  const normF = norm(await family.finalNorm(r, cfg), "final_norm");
+  const embedding = await matrix(await family.embedding(r, cfg), cfg.vocabPadded, D, "embedding");
+  const head = await family.head(r, cfg);
+  const lmHead = head ? await matrix(head, cfg.vocabPadded, D, "lm_head") : embedding;
+  const positions = family.positions ? await vector(await family.positions(r, cfg), "positions") : null;
+  const normF = await norm(await family.finalNorm(r, cfg), "final_norm");
   const stride = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim;
   const mlpRows = cfg.mlp === "swiglu" ? 2 * cfg.dFF : cfg.dFF;
   const layers: GpuLayer[] = [];
@@ -295,32 +309,23 @@ export async function loadTransformer(gpu: Gpu, ckpt: Checkpoint, family: Transf
     const h = await family.layer(r, cfg, l);
     const p = `layers.${l}`;
     layers.push({
-      norm1: norm(h.norm1, `${p}.norm1`),
-      norm2: norm(h.norm2, `${p}.norm2`),
-      qkv: uploadWeight(gpu, h.qkv, stride, D, `${p}.qkv`, dtype),
-      qkvBias: opt(h.qkvBias, `${p}.qkv.bias`),
-      out: uploadWeight(gpu, h.out, D, cfg.nHead * cfg.headDim, `${p}.out`, dtype),
-      outBias: opt(h.outBias, `${p}.out.bias`),
-      up: uploadWeight(gpu, h.up, mlpRows, D, `${p}.up`, dtype),
-      upBias: opt(h.upBias, `${p}.up.bias`),
-      down: uploadWeight(gpu, h.down, D, cfg.dFF, `${p}.down`, dtype),
-      downBias: opt(h.downBias, `${p}.down.bias`),
+      norm1: await norm(h.norm1, `${p}.norm1`),
+      norm2: await norm(h.norm2, `${p}.norm2`),
+      qkv: await matrix(h.qkv, stride, D, `${p}.qkv`),
+      qkvBias: await opt(h.qkvBias, `${p}.qkv.bias`),
+      out: await matrix(h.out, D, cfg.nHead * cfg.headDim, `${p}.out`),
+      outBias: await opt(h.outBias, `${p}.out.bias`),
+      up: await matrix(h.up, mlpRows, D, `${p}.up`),
+      upBias: await opt(h.upBias, `${p}.up.bias`),
+      down: await matrix(h.down, D, cfg.dFF, `${p}.down`),
+      downBias: await opt(h.downBias, `${p}.down.bias`),
       window: cfg.slidingWindow[l],
     });
-    // let the queue apply this layer's uploads (each queued write holds a staging copy until then)
-    await gpu.device.queue.onSubmittedWorkDone();
   }
+  await load.finish();
   // every layer has the same shapes: the kernels of layer 0's and the head's suffice
   const l0 = layers[0];
   await ops.mm.warmUp([lmHead, l0.qkv, l0.out, l0.up, l0.down]);
   const stack = new TransformerStack(cfg, ops, tops, layers, normF, positions);
-  const size = (b: GPUBuffer | null) => b?.size ?? 0;
-  const normBytes = (n: GpuNorm) => size(n.weight) + size(n.bias);
-  const bytes = Backbone.headBytes(embedding, lmHead) + normBytes(normF) + size(positions) + layers.reduce(
-    (s, l) =>
-      s + [l.qkv, l.out, l.up, l.down].reduce((x, w) => x + weightBytes(w), 0) + normBytes(l.norm1) + normBytes(l.norm2) +
-      [l.qkvBias, l.outBias, l.upBias, l.downBias].reduce((x, b) => x + size(b), 0),
-    0,
-  );
-  return new Backbone(gpu, ops, stack, embedding, lmHead, dtype, bytes, opts.vocabSize);
+  return new Backbone(gpu, ops, stack, embedding, lmHead, dtype, load.bytes, opts.vocabSize);
 }
